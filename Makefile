@@ -1,0 +1,51 @@
+# ZeroDoc — every target does its own set-up (uv, .venv, .env); `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+BIN := $(VENV)/bin
+export ZERODOC_HOME ?= $(CURDIR)/var
+PERSONS ?= 10000000
+RUN_PERSONS ?= 20000
+SEED ?= 42
+
+.PHONY: help setup run test test-fast bench lint serve clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --group dev
+	@touch $@
+
+.env: .env.example
+	@if [ ! -f .env ]; then \
+	  sed "s/^ZERODOC_PSEUDONYM_KEY=.*/ZERODOC_PSEUDONYM_KEY=$$($(PYTHON) -c 'import secrets;print(secrets.token_hex(32))')/" .env.example > .env; \
+	  echo "created .env with a random pseudonym key"; fi
+	@touch .env
+
+setup: $(VENV)/.synced .env ## Install uv if missing, create .venv from the lock file, create .env
+
+run: setup ## Generate agency data, run the whole pipeline through Airflow, print the summary
+	set -a; . ./.env; set +a; $(BIN)/zerodoc run --persons $(RUN_PERSONS) --seed $(SEED)
+
+test: setup ## All tests, against the real PostgreSQL and MariaDB (started if down)
+	set -a; . ./.env; set +a; $(BIN)/pytest
+
+lint: setup ## ruff (with Airflow rules)
+	$(BIN)/ruff check dags plugins tests bench
+
+bench: setup ## Benchmarks at national scale (PERSONS=10000000); writes bench/results/latest.json
+	set -a; . ./.env; set +a; $(BIN)/python bench/run.py --persons $(PERSONS) --seed $(SEED)
+
+serve: setup ## Start the evidence API on 127.0.0.1:8000
+	set -a; . ./.env; set +a; $(BIN)/zerodoc serve
+
+clean: ## Remove generated data (var/) and test artifacts; keeps .venv
+	rm -rf var test-artifacts

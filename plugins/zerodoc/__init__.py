@@ -1,0 +1,1 @@
+"""ZeroDoc: agency records to signed, purpose-bound evidence."""

@@ -1,0 +1,1 @@
+"""Publish zone: immutable dataset versions and an atomically switched "current" pointer."""
