@@ -1,0 +1,89 @@
+"""The declared sources and datasets (config/*.yml), loaded once and validated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from zerodoc.config import REPO_ROOT, ConfigError
+
+ARROW_TYPES = {"int32", "int64", "string", "timestamp", "date", "float64", "bool"}
+
+
+@dataclass(frozen=True)
+class Entity:
+    agency: str
+    name: str
+    table: str
+    key: str
+    suite: str
+    columns: dict[str, str]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.agency}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Agency:
+    code: str
+    name: str
+    owner: str
+    sensitivity: str
+    conn_id: str
+    kind: str
+    entities: dict[str, Entity] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    model: str
+    description: str
+    inputs: tuple[str, ...]
+    retain_versions: int
+
+
+@lru_cache(maxsize=4)
+def agencies(path: Path = REPO_ROOT / "config" / "sources.yml") -> dict[str, Agency]:
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    out: dict[str, Agency] = {}
+    for code, spec in doc["agencies"].items():
+        if spec.get("kind") not in {"postgres", "mysql", "file"}:
+            raise ConfigError(f"{path}: agency {code}: kind must be postgres, mysql or file")
+        ents = {}
+        for ename, e in spec["entities"].items():
+            bad = {c: t for c, t in e["columns"].items() if t not in ARROW_TYPES}
+            if bad:
+                raise ConfigError(f"{path}: {code}.{ename}: unknown column types {bad}")
+            if e["key"] not in e["columns"]:
+                raise ConfigError(f"{path}: {code}.{ename}: key {e['key']!r} is not a declared column")
+            ents[ename] = Entity(code, ename, e["table"], e["key"], e["suite"], dict(e["columns"]))
+        out[code] = Agency(
+            code, spec["name"], spec["owner"], spec["sensitivity"], spec["conn_id"], spec["kind"], ents
+        )
+    return out
+
+
+def entity(qualified: str) -> Entity:
+    agency, name = qualified.split(".", 1)
+    try:
+        return agencies()[agency].entities[name]
+    except KeyError as exc:
+        raise ConfigError(f"unknown entity {qualified!r}; declared in config/sources.yml") from exc
+
+
+@lru_cache(maxsize=4)
+def datasets(path: Path = REPO_ROOT / "config" / "datasets.yml") -> dict[str, Dataset]:
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    out = {}
+    for name, spec in doc["datasets"].items():
+        for q in spec["inputs"]:
+            entity(q)
+        out[name] = Dataset(
+            name, spec["model"], spec["description"], tuple(spec["inputs"]), int(spec["retain_versions"])
+        )
+    return out
