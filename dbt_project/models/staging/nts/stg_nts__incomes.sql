@@ -1,0 +1,28 @@
+-- Raw rrn is read here and only here: it leaves as subject_pseudonym, the same keyed pseudonym
+-- MOIS rows get, so income joins residence without any national ID in the warehouse.
+
+with
+
+source as (
+
+    select * from {{ source('nts', 'income') }}
+
+),
+
+renamed as (
+
+    select
+        cast(income_id as bigint) as income_id,
+        zd_pseudonym(cast(rrn as varchar)) as subject_pseudonym,
+        cast(tax_year as integer) as tax_year,
+        cast(earned_income as bigint) as earned_income_krw,
+        cast(business_income as bigint) as business_income_krw,
+        cast(other_income as bigint) as other_income_krw,
+        {{ parse_yyyymmdd('filed_date') }} as filed_on,
+        cast(updated_at as timestamp) as updated_at
+
+    from source
+
+)
+
+select * from renamed

@@ -1,0 +1,1 @@
+"""dbt stage: validated zone → warehouse marts, run in-process, with pseudonyms computed inside DuckDB."""

@@ -1,0 +1,207 @@
+"""Run dbt in-process for one logical date, export marts to Parquet, and fingerprint mart contracts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from zerodoc.config import Settings
+
+MART_SCHEMA = "shared"
+PARQUET_ROW_GROUP_SIZE = 122_880
+_DS = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+# dbtRunner keeps global state (flags, adapter registry, env): one invocation per process at a time.
+_DBT_LOCK = threading.Lock()
+_FAILED = {"error", "fail", "runtime error"}
+
+
+class DbtRunError(RuntimeError):
+    """dbt finished with failures; `summary` says which nodes failed and why."""
+
+    def __init__(self, message: str, summary: RunSummary | None = None):
+        super().__init__(message)
+        self.summary = summary
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    unique_id: str
+    status: str
+    execution_time: float
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    args: tuple[str, ...]
+    ds: str
+    success: bool
+    elapsed_s: float
+    nodes: tuple[NodeResult, ...]
+
+    @property
+    def failed(self) -> tuple[NodeResult, ...]:
+        return tuple(n for n in self.nodes if n.status in _FAILED)
+
+    @property
+    def warned(self) -> tuple[NodeResult, ...]:
+        return tuple(n for n in self.nodes if n.status == "warn")
+
+    def as_dict(self) -> dict:
+        """Small, JSON-able summary (fit for XCom)."""
+        return {
+            "args": list(self.args),
+            "ds": self.ds,
+            "success": self.success,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "counts": _count_statuses(self.nodes),
+            "failed": [n.unique_id for n in self.failed],
+            "warned": [n.unique_id for n in self.warned],
+        }
+
+
+def _count_statuses(nodes: tuple[NodeResult, ...]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for n in nodes:
+        counts[n.status] = counts.get(n.status, 0) + 1
+    return counts
+
+
+def target_dir(cfg: Settings) -> Path:
+    return cfg.dbt_project_dir / "target"
+
+
+@contextmanager
+def _env(**values: str) -> Iterator[None]:
+    """dbt's env_var() reads os.environ; set our values for the invocation and restore after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_dbt(args: list[str], ds: str, cfg: Settings | None = None) -> RunSummary:
+    """Invoke dbt (e.g. ["build"]) in-process for logical date `ds` (YYYY-MM-DD).
+
+    Raises DbtRunError naming every failing node when dbt does not succeed.
+    """
+    from dbt.cli.main import dbtRunner
+
+    if not _DS.match(ds):
+        raise ValueError(f"ds must be YYYY-MM-DD, got {ds!r}")
+    if any(a == "--vars" or a.startswith("--vars=") for a in args):
+        raise ValueError("pass the logical date as ds=, not --vars: each run reads only its own partition")
+    cfg = cfg or Settings.from_env()
+    cfg.pseudonym_key  # fail fast with ConfigError, before dbt wraps it in a plugin import error
+    cfg.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    project = cfg.dbt_project_dir
+    full_args = [
+        *args,
+        "--project-dir", str(project),
+        "--profiles-dir", str(project),
+        "--target-path", str(target_dir(cfg)),
+        "--vars", json.dumps({"ds": ds}),
+    ]  # fmt: skip
+    with _DBT_LOCK, _env(ZERODOC_WAREHOUSE=str(cfg.warehouse_path), ZERODOC_HOME=str(cfg.home)):
+        started = time.monotonic()
+        res = dbtRunner().invoke(full_args)
+        elapsed = time.monotonic() - started
+
+    nodes = tuple(
+        NodeResult(
+            unique_id=r.node.unique_id,
+            status=str(getattr(r.status, "value", r.status)),
+            execution_time=float(r.execution_time or 0.0),
+            message=r.message,
+        )
+        for r in getattr(res.result, "results", None) or ()
+        if getattr(r, "node", None) is not None
+    )
+    summary = RunSummary(tuple(args), ds, bool(res.success), elapsed, nodes)
+    if not res.success:
+        if summary.failed:
+            detail = "; ".join(f"{n.unique_id} [{n.status}]: {_first_line(n.message)}" for n in summary.failed)
+            raise DbtRunError(f"dbt {' '.join(args)} for ds={ds} failed: {detail}", summary)
+        raise DbtRunError(f"dbt {' '.join(args)} for ds={ds} did not run: {res.exception}", summary)
+    return summary
+
+
+def _first_line(message: str | None) -> str:
+    return (message or "").strip().splitlines()[0] if message and message.strip() else ""
+
+
+def _check_model_name(model: str) -> str:
+    if not _IDENTIFIER.match(model):
+        raise ValueError(f"not a model name: {model!r}")
+    return model
+
+
+def export_mart(model: str, dest: Path, cfg: Settings | None = None) -> int:
+    """Write mart `shared.<model>` to `dest` as Parquet (zstd, 122,880-row groups), atomically.
+
+    Rows are sorted on all columns so the same mart always yields the same bytes (stable
+    checksum for publishing). Returns the row count.
+    """
+    import duckdb
+
+    cfg = cfg or Settings.from_env()
+    relation = f"{MART_SCHEMA}.{_check_model_name(model)}"
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with duckdb.connect(str(cfg.warehouse_path), read_only=True) as con:
+            rows = con.execute(f"select count(*) from {relation}").fetchone()[0]
+            con.execute(
+                f"copy (select * from {relation} order by all) to '{_sql_str(tmp)}' "
+                f"(format parquet, compression zstd, row_group_size {PARQUET_ROW_GROUP_SIZE})"
+            )
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return int(rows)
+
+
+def _sql_str(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def contract_columns(model: str, cfg: Settings | None = None) -> list[tuple[str, str]]:
+    """The contracted (name, data_type) pairs of a model, in declared order, from target/manifest.json."""
+    cfg = cfg or Settings.from_env()
+    manifest_path = target_dir(cfg) / "manifest.json"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{manifest_path} missing: run dbt (parse or build) first")
+    manifest = json.loads(manifest_path.read_text())
+    node = manifest["nodes"].get(f"model.zerodoc.{_check_model_name(model)}")
+    if node is None:
+        raise KeyError(f"model {model!r} not in {manifest_path}")
+    if not node.get("contract", {}).get("enforced"):
+        raise ValueError(f"model {model!r} has no enforced contract")
+    return [(c["name"], (c.get("data_type") or "").lower()) for c in node["columns"].values()]
+
+
+def contract_hash(model: str, cfg: Settings | None = None) -> str:
+    """sha256 over the model's contracted column names and types: changes iff the interface changes."""
+    payload = json.dumps(contract_columns(model, cfg), separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
