@@ -1,0 +1,151 @@
+"""`zerodoc`: the operator's command line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="ZeroDoc: agency records → validated shared datasets → signed, purpose-bound evidence.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+publish_app = typer.Typer(help="Inspect and roll back published dataset versions.", no_args_is_help=True)
+app.add_typer(publish_app, name="publish")
+console = Console()
+
+
+def _fail(message: str, hint: str) -> None:
+    console.print(f"[red]error:[/red] {message}\n[dim]next:[/dim] {hint}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def generate(
+    persons: Annotated[int, typer.Option(help="Number of persons in the resident registry")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same records")] = 42,
+    load_servers: Annotated[bool, typer.Option(help="Also load configured PostgreSQL/MariaDB servers")] = True,
+) -> None:
+    """Build synthetic agency records (MOIS resident registry, NTS income) with a known defect plan."""
+    from zerodoc.catalog import agencies
+    from zerodoc.config import settings
+    from zerodoc.sources import generate as gen
+    from zerodoc.sources.servers import load_servers as load
+
+    cfg = settings()
+    t0 = time.perf_counter()
+    with console.status(f"generating {persons:,} persons (seed {seed})…"):
+        expected = gen.generate(persons, seed, cfg.sources_dir)
+        gen.write_expected(expected, cfg)
+    console.print(f"generated stand-ins under {cfg.sources_dir} in {time.perf_counter() - t0:.1f}s")
+    if load_servers:
+        with console.status("loading configured agency servers…"):
+            counts = load(agencies(), cfg)
+        for q, n in counts.items():
+            console.print(f"loaded {n:,} rows into the {q} server table")
+    console.print_json(json.dumps(expected))
+
+
+@app.command()
+def run(
+    persons: Annotated[int, typer.Option(help="Persons to generate when no matching data exists")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Generator seed")] = 42,
+    ds: Annotated[str, typer.Option(help="Logical date YYYY-MM-DD (default: today, UTC)")] = "",
+) -> None:
+    """Run the whole pipeline through Airflow (embedded default) and print a summary."""
+    from zerodoc.config import ConfigError, settings
+    from zerodoc.orchestration.local import apply_airflow_env
+
+    cfg = settings()
+    ds = ds or dt.datetime.now(dt.UTC).date().isoformat()
+    try:
+        cfg.pseudonym_key
+    except ConfigError as exc:
+        _fail(str(exc), "run `make run`, which creates .env, or export ZERODOC_PSEUDONYM_KEY")
+    apply_airflow_env(cfg)
+    from zerodoc.orchestration.pipeline import run_pipeline, print_summary
+
+    summary = run_pipeline(cfg, persons=persons, seed=seed, ds=ds, console=console)
+    print_summary(summary, cfg, console)
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the evidence API over the published datasets."""
+    from zerodoc.api.cli import serve as api_serve
+
+    api_serve(host=host, port=port, workers=workers)
+
+
+@publish_app.command("list")
+def publish_list(dataset: str) -> None:
+    """Versions of DATASET, the current one marked."""
+    from zerodoc.publish import store
+
+    try:
+        cur = store.current(dataset).version
+    except store.NotPublishedError:
+        cur = None
+    table = Table("version", "as_of", "rows", "validation runs", "current")
+    for v in store.list_versions(dataset):
+        meta = store.load_version(dataset, v).metadata
+        table.add_row(v, meta["as_of"], f"{meta['row_count']:,}", ", ".join(meta["validation_runs"]),
+                      "◀" if v == cur else "")
+    console.print(table)
+
+
+@publish_app.command("rollback")
+def publish_rollback(dataset: str, version: Annotated[str, typer.Argument()] = "") -> None:
+    """Point DATASET's CURRENT back at VERSION (default: the version before the current one)."""
+    from zerodoc.publish import store
+
+    versions = store.list_versions(dataset)
+    try:
+        cur = store.current(dataset).version
+    except store.NotPublishedError:
+        _fail(f"{dataset} has never been published", "run the publish_shared DAG first")
+    if not version:
+        older = [v for v in versions if v < cur]
+        if not older:
+            _fail(f"{dataset} has no version older than {cur}", "`zerodoc publish list DATASET` shows them")
+        version = older[-1]
+    if version not in versions:
+        _fail(f"{dataset} has no version {version}", "`zerodoc publish list DATASET` shows them")
+    store.switch_current(dataset, version, reason=f"rollback from {cur}")
+    console.print(f"{dataset}: CURRENT {cur} → {version}")
+
+
+def _register_optional() -> None:
+    """Sub-commands owned by the API and audit packages."""
+    from zerodoc.api.cli import consumer_app
+    from zerodoc.audit.cli import audit_verify
+
+    app.add_typer(consumer_app, name="consumer", help="Create, list and revoke API consumers.")
+    audit_app = typer.Typer(help="Check the tamper-evident logs.", no_args_is_help=True)
+    audit_app.command("verify")(audit_verify)
+    app.add_typer(audit_app, name="audit")
+
+
+_register_optional()
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

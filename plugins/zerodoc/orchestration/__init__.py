@@ -1,0 +1,1 @@
+"""Airflow wiring: DAG factories and the plain task bodies they call."""

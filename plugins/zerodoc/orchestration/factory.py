@@ -1,0 +1,128 @@
+"""DAG factories: one ingest DAG per agency from config/sources.yml, and the publish DAG."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+
+from airflow.sdk import DAG, Param, get_current_context, task
+
+from zerodoc.catalog import Agency, datasets
+from zerodoc.orchestration import steps
+from zerodoc.orchestration.assets import published_asset, validated_asset
+
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+DEFAULT_ARGS = {
+    "retries": 2,
+    "retry_delay": dt.timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+}
+
+
+def build_ingest_dag(agency: Agency) -> DAG:
+    doc = textwrap.dedent(f"""\
+        ### Ingest: {agency.name} (`{agency.code}`)
+        Extracts {", ".join(f"`{e}`" for e in agency.entities)} for the logical date into the raw zone
+        (Parquet + manifest), validates each with its Great Expectations suite, splits rows into
+        validated and quarantine (every rejected row kept with all its reasons) and emits the
+        `validated.*` assets the publish DAG waits for.
+
+        **Owner:** {agency.owner} · **Source:** `{agency.kind}` via connection `{agency.conn_id}`
+        (unset → file stand-in under `$ZERODOC_HOME/sources`).
+
+        **Triage:** an extract failure means the agency system is unreachable (task retries with
+        backoff). A closed quality gate does not fail this DAG: it blocks publishing of the datasets
+        fed by the entity; open the run report linked in the validate task's log.
+        """)
+    with DAG(
+        dag_id=f"ingest_{agency.code}",
+        schedule="@daily",
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args={**DEFAULT_ARGS, "owner": agency.owner},
+        tags=[f"agency:{agency.code}", f"sensitivity:{agency.sensitivity}", "tier:ingest"],
+        doc_md=doc,
+    ) as dag:
+        for ent in agency.entities.values():
+            qualified = ent.qualified
+
+            @task(task_id=f"extract_{ent.name}")
+            def extract(qualified: str = qualified) -> dict:
+                return steps.extract_step(qualified, get_current_context()["ds"])
+
+            @task(task_id=f"validate_{ent.name}", outlets=[validated_asset(qualified)])
+            def validate(extracted: dict, qualified: str = qualified) -> dict:
+                context = get_current_context()
+                summary = steps.validate_step(qualified, extracted["ds"], extracted["path"])
+                context["outlet_events"][validated_asset(qualified)].extra = {
+                    "ds": summary["ds"], "run_id": summary["run_id"], "gate_passed": summary["gate_passed"],
+                }
+                return summary
+
+            validate(extract())
+    return dag
+
+
+def build_publish_dag() -> DAG:
+    specs = datasets()
+    inputs = sorted({q for d in specs.values() for q in d.inputs})
+    doc = textwrap.dedent(f"""\
+        ### Publish shared datasets
+        Runs when every validated input has a new partition: builds the dbt project (staging →
+        intermediate → marts, contracts and tests enforced) for that logical date, then publishes
+        each shared dataset ({", ".join(f"`{d}`" for d in specs)}) as an immutable version and
+        switches its `CURRENT` pointer atomically.
+
+        **Owner:** zerodoc-platform · **Writes:** the DuckDB warehouse (one run at a time).
+
+        **Triage:** a `gate_*` failure names the failing check, the rows and the validation report;
+        the dataset keeps its previous version. A `dbt_build` failure names the failing models/tests.
+        """)
+    with DAG(
+        dag_id="publish_shared",
+        schedule=[validated_asset(q) for q in inputs],
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,  # the DuckDB warehouse has one writer at a time
+        default_args={**DEFAULT_ARGS, "owner": "zerodoc-platform"},
+        tags=["tier:shared", "sensitivity:pseudonymised"],
+        params={"ds": Param(None, type=["null", "string"], description="Logical date to publish (YYYY-MM-DD)")},
+        doc_md=doc,
+    ) as dag:
+
+        @task
+        def resolve_ds() -> str:
+            """The partition date: from the run conf, else the triggering validated assets."""
+            context = get_current_context()
+            if context["params"].get("ds"):
+                return context["params"]["ds"]
+            dates = {
+                ev.extra.get("ds")
+                for events in context["triggering_asset_events"].values()
+                for ev in events
+            } - {None}
+            if len(dates) != 1:
+                raise ValueError(f"cannot tell which logical date to publish from asset events: {dates}")
+            return dates.pop()
+
+        @task(pool="warehouse_writer", pool_slots=1)
+        def dbt_build(ds: str) -> dict:
+            return steps.dbt_build_step(ds)
+
+        ds = resolve_ds()
+        built = dbt_build(ds)
+        for name in specs:
+
+            @task(task_id=f"gate_{name}")
+            def gate(ds: str, name: str = name) -> list[str]:
+                return steps.gate_step(name, ds)
+
+            @task(task_id=f"publish_{name}", outlets=[published_asset(name)])
+            def publish(ds: str, name: str = name) -> dict:
+                return steps.publish_step(name, ds)
+
+            g = gate(ds)
+            p = publish(ds)
+            [g, built] >> p
+    return dag

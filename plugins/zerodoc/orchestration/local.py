@@ -1,0 +1,83 @@
+"""The embedded default: Airflow on SQLite in $ZERODOC_HOME/airflow, DAGs run with dag.test()."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zerodoc.config import REPO_ROOT, Settings
+
+
+def airflow_env(cfg: Settings) -> dict[str, str]:
+    home = cfg.home / "airflow"
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # Two cores: keep Airflow from oversubscribing them.
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
+        "AIRFLOW__OPENLINEAGE__DISABLED": "True",
+        "ZERODOC_HOME": str(cfg.home),
+    }
+
+
+def apply_airflow_env(cfg: Settings) -> None:
+    """Must run before the first `import airflow` in this process."""
+    for k, v in airflow_env(cfg).items():
+        os.environ.setdefault(k, v)
+    Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+
+
+def _airflow(*args: str) -> None:
+    cmd = [str(Path(sys.executable).with_name("airflow")), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    if proc.returncode != 0:
+        raise RuntimeError(f"`airflow {' '.join(args)}` failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def ensure_metadata_db(cfg: Settings) -> None:
+    """Create/upgrade Airflow's SQLite metadata DB and the warehouse pool, once."""
+    apply_airflow_env(cfg)
+    marker = Path(os.environ["AIRFLOW_HOME"]) / ".zerodoc-migrated"
+    if marker.exists():
+        return
+    _airflow("db", "migrate")
+    _airflow("pools", "set", "warehouse_writer", "1", "One writer at a time on the DuckDB warehouse")
+    marker.write_text("ok\n")
+
+
+@dataclass
+class DagOutcome:
+    dag_id: str
+    state: str
+    seconds: float
+    failed_tasks: list[str] = field(default_factory=list)
+
+
+def run_dag(dag_id: str, ds: str, run_conf: dict | None = None) -> DagOutcome:
+    """Run one DAG for one logical date in this process, as `airflow dags test` does."""
+    import datetime as dt
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
+    if bag.import_errors:
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    dag = bag.get_dag(dag_id)
+    if dag is None:
+        raise LookupError(f"no DAG {dag_id!r} in {REPO_ROOT / 'dags'}")
+    logical = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC)
+    t0 = time.perf_counter()
+    dr = dag.test(logical_date=logical, run_conf=run_conf)
+    seconds = time.perf_counter() - t0
+    failed = [ti.task_id for ti in dr.get_task_instances() if ti.state not in ("success", "skipped")]
+    return DagOutcome(dag_id, str(dr.state), seconds, failed)

@@ -1,0 +1,173 @@
+"""`zerodoc run`: generate if needed, run every DAG through Airflow, reconcile and summarise."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from zerodoc.catalog import agencies, datasets
+from zerodoc.config import Settings
+from zerodoc.orchestration.local import DagOutcome, ensure_metadata_db, run_dag
+
+
+@dataclass
+class PipelineSummary:
+    ds: str
+    expected: dict
+    dag_runs: list[DagOutcome] = field(default_factory=list)
+    entities: dict[str, dict] = field(default_factory=dict)
+    published: dict[str, dict] = field(default_factory=dict)
+    demo_request: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _need_generate(cfg: Settings, persons: int, seed: int) -> bool:
+    path = cfg.sources_dir / "_expected.json"
+    if not path.exists():
+        return True
+    exp = json.loads(path.read_text())
+    return exp.get("persons") != persons or exp.get("seed") != seed
+
+
+def run_pipeline(cfg: Settings, persons: int, seed: int, ds: str, console: Console) -> PipelineSummary:
+    from zerodoc.sources import generate as gen
+    from zerodoc.sources.servers import load_servers
+
+    if _need_generate(cfg, persons, seed):
+        with console.status(f"generating {persons:,} persons (seed {seed})…"):
+            expected = gen.generate(persons, seed, cfg.sources_dir)
+            gen.write_expected(expected, cfg)
+        counts = load_servers(agencies(), cfg)
+        for q, n in counts.items():
+            console.print(f"loaded {n:,} rows into the {q} server table")
+    expected = json.loads((cfg.sources_dir / "_expected.json").read_text())
+    summary = PipelineSummary(ds=ds, expected=expected)
+
+    with console.status("preparing Airflow metadata DB (first run only)…"):
+        ensure_metadata_db(cfg)
+    for code in agencies():
+        with console.status(f"running DAG ingest_{code} for {ds}…"):
+            summary.dag_runs.append(run_dag(f"ingest_{code}", ds))
+    with console.status(f"running DAG publish_shared for {ds}…"):
+        summary.dag_runs.append(run_dag("publish_shared", ds, run_conf={"ds": ds}))
+    for r in summary.dag_runs:
+        if r.state != "success":
+            summary.problems.append(f"DAG {r.dag_id} ended {r.state}; failed tasks: {', '.join(r.failed_tasks)}")
+
+    _collect(summary, cfg)
+    return summary
+
+
+def _collect(summary: PipelineSummary, cfg: Settings) -> None:
+    from zerodoc.publish import store
+    from zerodoc.publish.publisher import validation_pointer
+
+    for agency in agencies().values():
+        for ent in agency.entities.values():
+            q = ent.qualified
+            path = validation_pointer(q, summary.ds, cfg)
+            if not path.exists():
+                summary.problems.append(f"{q}: no validation recorded for {summary.ds}")
+                continue
+            v = json.loads(path.read_text())
+            summary.entities[q] = v
+            if v["extracted"] != v["passed"] + v["quarantined"]:
+                summary.problems.append(f"{q}: extracted != passed + quarantined")
+            exp = summary.expected.get(q)
+            if exp and (exp["extracted"], exp["quarantined"]) != (v["extracted"], v["quarantined"]):
+                summary.problems.append(
+                    f"{q}: counts differ from the generator's defect plan "
+                    f"(expected {exp['extracted']}/{exp['quarantined']}, got {v['extracted']}/{v['quarantined']})"
+                )
+    for name in datasets():
+        try:
+            pv = store.current(name, cfg)
+        except store.NotPublishedError:
+            summary.problems.append(f"{name}: not published")
+            continue
+        summary.published[name] = {"version": pv.version, "rows": pv.metadata["row_count"],
+                                   "as_of": pv.metadata["as_of"], "path": str(pv.data_path)}
+    if "residence_v1" in summary.published:
+        summary.demo_request = _demo_request(summary.ds, cfg)
+
+
+def _demo_request(ds: str, cfg: Settings) -> str | None:
+    """A ready-to-paste request for a real subject, with a freshly issued demo consumer key."""
+    import duckdb
+
+    from zerodoc.api.consumers import add_consumer, list_consumers, revoke_consumer
+    from zerodoc.catalog import entity
+    from zerodoc.privacy import duckdb_macro_sql
+    from zerodoc.publish import store
+
+    consumer = "welfare-portal"
+    residents = cfg.validated_dir / "mois" / "residents" / f"ds={ds}" / "part-0.parquet"
+    published = store.current("residence_v1", cfg).data_path
+    con = duckdb.connect()
+    con.execute(duckdb_macro_sql(cfg.pseudonym_key))
+    row = con.execute(
+        f"""select r.rrn from read_parquet('{residents}') r
+            join read_parquet('{published}') p on p.subject_pseudonym = zd_pseudonym(r.rrn)
+            order by r.{entity('mois.residents').key} limit 1"""
+    ).fetchone()
+    if row is None:
+        return None
+    if any(c.name == consumer for c in list_consumers(cfg)):
+        revoke_consumer(consumer, cfg)
+    key = add_consumer(consumer, cfg)
+    key_file = cfg.state_dir / "demo-consumer.key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    body = json.dumps({"evidence_type": "residence", "subject_id": row[0],
+                       "purpose": "basic_livelihood_application", "consent_id": "consent-demo-0001"},
+                      ensure_ascii=False)
+    return (
+        "curl -s -X POST http://127.0.0.1:8000/v1/evidence "
+        f"-H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d {shlex.quote(body)}"
+    )
+
+
+def print_summary(summary: PipelineSummary, cfg: Settings, console: Console) -> None:
+    runs = Table(title=f"Airflow DAG runs for {summary.ds}", title_justify="left")
+    for col in ("dag", "state", "seconds"):
+        runs.add_column(col)
+    for r in summary.dag_runs:
+        runs.add_row(r.dag_id, r.state, f"{r.seconds:.1f}")
+    console.print(runs)
+
+    ent = Table(title="Rows per entity (extracted = passed + quarantined)", title_justify="left")
+    for col in ("entity", "extracted", "passed", "quarantined", "reconciles", "gate", "run report"):
+        ent.add_column(col)
+    for q, v in summary.entities.items():
+        exp = summary.expected.get(q, {})
+        ok = v["extracted"] == v["passed"] + v["quarantined"] and exp.get("quarantined") == v["quarantined"]
+        ent.add_row(q, f"{v['extracted']:,}", f"{v['passed']:,}", f"{v['quarantined']:,}",
+                    "yes" if ok else "NO", "open" if v["gate_passed"] else "CLOSED",
+                    str(Path(v["report_path"]).relative_to(cfg.home)))
+    console.print(ent)
+
+    pub = Table(title="Published datasets (CURRENT)", title_justify="left")
+    for col in ("dataset", "version", "rows", "file"):
+        pub.add_column(col)
+    for name, p in summary.published.items():
+        pub.add_row(name, p["version"], f"{p['rows']:,}", str(Path(p["path"]).relative_to(cfg.home)))
+    console.print(pub)
+
+    console.print(f"Validation reports: {cfg.reports_dir / 'index.html'}")
+    console.print(f"Data root: {cfg.home}")
+    if summary.demo_request:
+        console.print("\nTry the evidence API: start it with `make serve` (or `zerodoc serve`), then:")
+        console.print(summary.demo_request, soft_wrap=True, highlight=False, markup=False)
+        console.print("JWKS: curl -s http://127.0.0.1:8000/.well-known/jwks.json")
+    for p in summary.problems:
+        console.print(f"[red]problem:[/red] {p}")
+    console.print("[green]pipeline OK[/green]" if summary.ok else "[red]pipeline FAILED[/red]")

@@ -1,0 +1,83 @@
+"""Plain functions behind each Airflow task: testable without Airflow, small XCom-able returns."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+from zerodoc.config import settings
+
+log = logging.getLogger(__name__)
+
+
+def extract_step(qualified: str, ds: str) -> dict:
+    from zerodoc.sources.extract import extract
+
+    r = extract(qualified, ds)
+    log.info("extracted %s rows of %s for %s from %s -> %s", r.rows, qualified, ds, r.source, r.path)
+    return {"entity": qualified, "ds": ds, "rows": r.rows, "path": str(r.path), "checksum": r.checksum,
+            "source": r.source}
+
+
+def validate_step(qualified: str, ds: str, raw_path: str) -> dict:
+    from pathlib import Path
+
+    from zerodoc.catalog import entity
+    from zerodoc.publish.publisher import record_validation
+    from zerodoc.quality.validate import validate_partition
+
+    cfg = settings()
+    ent = entity(qualified)
+    outcome = validate_partition(ent.suite, Path(raw_path), ds, cfg)
+    summary = {
+        "entity": qualified,
+        "ds": ds,
+        "run_id": outcome.run_id,
+        "suite": outcome.suite,
+        "extracted": outcome.extracted,
+        "passed": outcome.passed,
+        "quarantined": outcome.quarantined,
+        "gate_passed": outcome.gate_passed,
+        "gate_message": outcome.gate_message,
+        "report_path": str(outcome.report_path),
+        "data_docs_path": str(outcome.data_docs_path),
+    }
+    if outcome.extracted != outcome.passed + outcome.quarantined:  # validate_partition asserts it too
+        raise RuntimeError(f"row accounting broken for {qualified} {ds}: {summary}")
+    record_validation(qualified, ds, summary, cfg)
+    log.info(
+        "%s %s: extracted=%s passed=%s quarantined=%s gate=%s report=%s",
+        qualified, ds, outcome.extracted, outcome.passed, outcome.quarantined,
+        "open" if outcome.gate_passed else "CLOSED", outcome.report_path,
+    )
+    if not outcome.gate_passed:
+        log.warning("gate closed for %s: %s", qualified, outcome.gate_message)
+    return summary
+
+
+def dbt_build_step(ds: str) -> dict:
+    from zerodoc.transform.runner import run_dbt
+
+    result = run_dbt(["build"], ds=ds)
+    nodes = getattr(result, "nodes", [])
+    for n in nodes:
+        log.info("dbt %s %s %.2fs", getattr(n, "status", "?"), getattr(n, "unique_id", n),
+                 getattr(n, "execution_time", 0.0) or 0.0)
+    return {"ds": ds, "nodes": len(nodes)}
+
+
+def gate_step(dataset: str, ds: str) -> list[str]:
+    from zerodoc.publish.publisher import check_gate
+
+    return [v["run_id"] for v in check_gate(dataset, ds)]
+
+
+def publish_step(dataset: str, ds: str) -> dict:
+    from zerodoc.publish.publisher import publish_dataset
+
+    r = publish_dataset(dataset, ds)
+    log.info("%s: version %s (%s rows) %s", dataset, r.version, r.row_count,
+             "now current" if r.switched else "already current")
+    out = asdict(r)
+    out["path"] = str(r.path)
+    return out
