@@ -1,0 +1,1 @@
+"""Evidence API: signed, purpose-bound answers from published datasets to consuming services."""
