@@ -120,7 +120,10 @@ def run_dbt(args: list[str], ds: str, cfg: Settings | None = None) -> RunSummary
     ]  # fmt: skip
     with _DBT_LOCK, _env(ZERODOC_WAREHOUSE=str(cfg.warehouse_path), ZERODOC_HOME=str(cfg.home)):
         started = time.monotonic()
-        res = dbtRunner().invoke(full_args)
+        try:
+            res = dbtRunner().invoke(full_args)
+        finally:
+            _release_warehouse()
         elapsed = time.monotonic() - started
 
     nodes = tuple(
@@ -140,6 +143,22 @@ def run_dbt(args: list[str], ds: str, cfg: Settings | None = None) -> RunSummary
             raise DbtRunError(f"dbt {' '.join(args)} for ds={ds} failed: {detail}", summary)
         raise DbtRunError(f"dbt {' '.join(args)} for ds={ds} did not run: {res.exception}", summary)
     return summary
+
+
+def _release_warehouse() -> None:
+    """Close the DuckDB file dbt-duckdb keeps open in-process after a run.
+
+    dbt-duckdb caches one environment per process and leaves its database handle open, which
+    holds DuckDB's file lock: publishing (export_mart) and other processes could not open the
+    warehouse until this process exits. dbt-duckdb has no public hook for this.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        env = DuckDBConnectionManager._ENV
+        DuckDBConnectionManager._ENV = None
+        if env is not None:
+            env.close()
 
 
 def _first_line(message: str | None) -> str:

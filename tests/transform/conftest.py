@@ -1,0 +1,102 @@
+"""A tiny validated zone (MOIS residents/households, NTS income) and one dbt build over it per module."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from zerodoc.config import Settings
+
+DS = "2025-03-01"
+UPDATED = dt.datetime(2025, 2, 28, 12, 0)
+
+# Household 100 (종로구): 김철수 (head) + 이영희 + 김민준, and 이영희 holds a second, older registry
+# row (same rrn) that must not count twice. Household 200 (해운대구): 박서준 alone.
+RESIDENTS = [
+    # resident_id, rrn, name, sex, birth_date, household_id, sigungu_code, moved_in_date, updated_at
+    (1, "800101-1234567", "김철수", "M", "19800101", 100, "11110", "20150101", UPDATED),
+    (2, "820202-2345678", "이영희", "F", "19820202", 100, "11110", "20150101", UPDATED),
+    (3, "100303-3456789", "김민준", "M", "20100303", 100, "11110", "20150101", UPDATED),
+    (4, "900404-1111111", "박서준", "M", "19900404", 200, "26350", "20200601", UPDATED),
+    (5, "8202022345678", "이영희", "F", "19820202", 100, "11110", "20100101", dt.datetime(2020, 1, 1)),
+]
+HOUSEHOLDS = [
+    (100, 1, "11110", "20150101"),
+    (200, 4, "26350", "20200601"),
+]
+# 김철수 has two tax years; 박서준 filed 2024 twice (the amended, later return wins).
+INCOME = [
+    # income_id, rrn, tax_year, earned, business, other, filed_date
+    (1, "800101-1234567", 2023, 30_000_000, 0, 0, "20240531"),
+    (2, "800101-1234567", 2024, 31_000_000, 0, 100, "20250531"),
+    (3, "900404-1111111", 2024, 0, 12_000_000, 0, "20250531"),
+    (4, "900404-1111111", 2024, 0, 13_500_000, 250_000, "20250715"),
+]
+
+
+def _write(home: Path, agency: str, entity: str, table: pa.Table, ds: str = DS) -> None:
+    part = home / "validated" / agency / entity / f"ds={ds}"
+    part.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, part / "part-0.parquet")
+
+
+def write_validated_zone(home: Path, ds: str = DS) -> None:
+    """Validated-zone Parquet with the source schemas of docs/architecture.md."""
+    r = list(zip(*RESIDENTS, strict=True))
+    _write(home, "mois", "residents", pa.table({
+        "resident_id": pa.array(r[0], pa.int64()),
+        "rrn": pa.array(r[1], pa.string()),
+        "name": pa.array(r[2], pa.string()),
+        "sex": pa.array(r[3], pa.string()),
+        "birth_date": pa.array(r[4], pa.string()),
+        "household_id": pa.array(r[5], pa.int64()),
+        "sigungu_code": pa.array(r[6], pa.string()),
+        "address": pa.array(["서울특별시 종로구 세종대로 209"] * 3 + ["부산광역시 해운대구 해운대로 264"]
+                            + ["서울특별시 종로구 세종대로 209"], pa.string()),
+        "moved_in_date": pa.array(r[7], pa.string()),
+        "updated_at": pa.array(r[8], pa.timestamp("us")),
+    }), ds)  # fmt: skip
+    h = list(zip(*HOUSEHOLDS, strict=True))
+    _write(home, "mois", "households", pa.table({
+        "household_id": pa.array(h[0], pa.int64()),
+        "head_resident_id": pa.array(h[1], pa.int64()),
+        "sigungu_code": pa.array(h[2], pa.string()),
+        "address": pa.array(["서울특별시 종로구 세종대로 209", "부산광역시 해운대구 해운대로 264"], pa.string()),
+        "registered_date": pa.array(h[3], pa.string()),
+        "updated_at": pa.array([UPDATED] * len(HOUSEHOLDS), pa.timestamp("us")),
+    }), ds)  # fmt: skip
+    i = list(zip(*INCOME, strict=True))
+    _write(home, "nts", "income", pa.table({
+        "income_id": pa.array(i[0], pa.int64()),
+        "rrn": pa.array(i[1], pa.string()),
+        "tax_year": pa.array(i[2], pa.int32()),
+        "earned_income": pa.array(i[3], pa.int64()),
+        "business_income": pa.array(i[4], pa.int64()),
+        "other_income": pa.array(i[5], pa.int64()),
+        "filed_date": pa.array(i[6], pa.string()),
+        "updated_at": pa.array([UPDATED] * len(INCOME), pa.timestamp("us")),
+    }), ds)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory):
+    """One `dbt build` over the tiny validated zone; yields (settings, run summary)."""
+    from zerodoc.transform.runner import run_dbt
+
+    home = tmp_path_factory.mktemp("zerodoc_home")
+    write_validated_zone(home)
+    cfg = Settings(home=home)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZERODOC_HOME", str(home))
+        summary = run_dbt(["build"], ds=DS, cfg=cfg)
+        yield cfg, summary
+
+
+@pytest.fixture
+def pseudonym_key() -> bytes:
+    return os.environ["ZERODOC_PSEUDONYM_KEY"].encode()
