@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from zerodoc.config import Settings
 from zerodoc.privacy import pseudonymize
 from zerodoc.publish.store import switch_current
@@ -70,8 +71,6 @@ def income_table(key: bytes) -> pa.Table:
             "as_of": [date(2025, 6, 30)] * 3,
         }
     )
-
-
 
 
 def audit_records(path: Path) -> list[dict]:

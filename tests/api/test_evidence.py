@@ -55,7 +55,9 @@ def test_income_answer_is_the_latest_tax_year_with_the_purposes_fields(client, k
         "total_income_krw": 33_000_000,
     }
     r = client.post(
-        "/v1/evidence", json=body(evidence_type="income", subject_id=BOB), headers=bearer(keys["welfare-portal"])
+        "/v1/evidence",
+        json=body(evidence_type="income", subject_id=BOB),
+        headers=bearer(keys["welfare-portal"]),
     )
     assert r.json()["evidence"]["fields"] == {"tax_year": 2024, "total_income_krw": 18_500_000}
 
@@ -82,7 +84,9 @@ def test_signature_from_another_key_fails_verification(client, keys, tmp_path):
     answer = client.post("/v1/evidence", json=body(), headers=bearer(keys["welfare-portal"])).json()
     other = load_or_create_keys(tmp_path)
     assert not verify_evidence(answer, other.jwks())
-    assert not verify_evidence({**answer, "signature": "garbage"}, client.get("/.well-known/jwks.json").json())
+    assert not verify_evidence(
+        {**answer, "signature": "garbage"}, client.get("/.well-known/jwks.json").json()
+    )
 
 
 def test_old_answers_verify_after_key_rotation(published, keys):
@@ -106,9 +110,7 @@ def test_a_new_current_version_is_served_without_restart(client, keys, published
     table = income_table(published.pseudonym_key)
     table = table.set_column(5, "total_income_krw", pa.array([1, 2, 3], pa.int64()))
     publish(published, "income_v1", "20250701T000000", table)
-    r = client.post(
-        "/v1/evidence", json=body(evidence_type="income"), headers=bearer(keys["welfare-portal"])
-    )
+    r = client.post("/v1/evidence", json=body(evidence_type="income"), headers=bearer(keys["welfare-portal"]))
     ev = r.json()["evidence"]
     assert ev["dataset_version"] == "20250701T000000"
     assert ev["fields"]["total_income_krw"] == 2
@@ -180,7 +182,10 @@ def test_422_bad_json(client, keys):
         content=b'{"evidence_type": "residence",',
         headers={**bearer(keys["welfare-portal"]), "Content-Type": "application/json"},
     )
-    assert _error(r) == (422, {"error": {"code": "invalid_json", "message": "request body is not valid JSON"}})
+    assert _error(r) == (
+        422,
+        {"error": {"code": "invalid_json", "message": "request body is not valid JSON"}},
+    )
 
 
 @pytest.mark.parametrize("bad", ["9001011234567", "900101-123456", "901301-1234567", "900101-9234567", " "])
@@ -279,7 +284,11 @@ def test_health_lists_current_versions_without_auth(client):
     assert r.json() == {
         "status": "ok",
         "datasets": {
-            "residence_v1": {"evidence_type": "residence", "version": "20250630T000000", "as_of": "2025-06-30"},
+            "residence_v1": {
+                "evidence_type": "residence",
+                "version": "20250630T000000",
+                "as_of": "2025-06-30",
+            },
             "income_v1": {"evidence_type": "income", "version": "20250630T000000", "as_of": "2025-06-30"},
         },
     }

@@ -27,7 +27,8 @@ from zerodoc.api.index import DatasetIndex, DatasetUnavailable
 from zerodoc.api.policy import load_policy, policy_path
 from zerodoc.api.signing import load_or_create_keys
 from zerodoc.audit.log import AuditError, AuditLog
-from zerodoc.config import Settings, settings as load_settings
+from zerodoc.config import Settings
+from zerodoc.config import settings as load_settings
 from zerodoc.privacy import contains_rrn, pseudonymize
 from zerodoc.publish import store
 
@@ -132,7 +133,9 @@ class EvidenceService:
             ctx["purpose"] = purpose
             if not SUBJECT_ID.match(body["subject_id"]):
                 raise ApiError(
-                    422, "invalid_subject_id", "subject_id must be a resident registration number YYMMDD-SXXXXXX"
+                    422,
+                    "invalid_subject_id",
+                    "subject_id must be a resident registration number YYMMDD-SXXXXXX",
                 )
             ctx["subject_pseudonym"] = pseudonymize(body["subject_id"], self.pseudonym_key)
             # Consent is only checked for presence until the consent registry exists (later issue);
@@ -207,7 +210,9 @@ class EvidenceService:
     def deny_request(self, request: Request, err: ApiError) -> JSONResponse:
         """Errors raised outside our handlers (unknown route, wrong method, framework validation)."""
         if not request.url.path.startswith("/v1/"):
-            return JSONResponse(_error_body(err.code, err.message), status_code=err.status, headers=err.headers)
+            return JSONResponse(
+                _error_body(err.code, err.message), status_code=err.status, headers=err.headers
+            )
         ctx = {"request_id": str(uuid.uuid4()), "method": request.method, "path": request.url.path}
         return self.deny(ctx, err)
 

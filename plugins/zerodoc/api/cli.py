@@ -6,7 +6,9 @@ import typer
 
 from zerodoc.api.consumers import ConsumerError, add_consumer, list_consumers, revoke_consumer
 
-consumer_app = typer.Typer(help="API keys of consuming services (only hashes are stored).", no_args_is_help=True)
+consumer_app = typer.Typer(
+    help="API keys of consuming services (only hashes are stored).", no_args_is_help=True
+)
 
 
 @consumer_app.command("add")

@@ -15,13 +15,15 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from zerodoc.config import Settings, settings as load_settings
+from zerodoc.config import Settings
+from zerodoc.config import settings as load_settings
 from zerodoc.fsutil import write_json_atomic
 
 KEY_PREFIX = "zdk_"

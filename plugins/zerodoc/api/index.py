@@ -111,7 +111,9 @@ def load_snapshot(version: store.PublishedVersion, columns: tuple[str, ...]) -> 
     try:
         table = con.sql(query).to_arrow_table()
     except duckdb.Error as exc:
-        raise DatasetUnavailable(f"{version.dataset} version {version.version}: cannot read data: {exc}") from exc
+        raise DatasetUnavailable(
+            f"{version.dataset} version {version.version}: cannot read data: {exc}"
+        ) from exc
     finally:
         con.close()
     key_col = table.column("_key").combine_chunks().cast(pa.binary(KEY_BYTES))
@@ -161,7 +163,9 @@ class DatasetIndex:
             except store.NotPublishedError as exc:
                 raise DatasetUnavailable(str(exc)) from exc
             except (OSError, ValueError, KeyError) as exc:
-                raise DatasetUnavailable(f"dataset {self.dataset}: unreadable current version: {exc}") from exc
+                raise DatasetUnavailable(
+                    f"dataset {self.dataset}: unreadable current version: {exc}"
+                ) from exc
             if self._snapshot is None or self._snapshot.version != version.version:
                 self._snapshot = load_snapshot(version, self.columns)
             self._stamp = stamp

@@ -63,7 +63,9 @@ def _fail(path: Path, where: str, problem: str) -> PolicyError:
     return PolicyError(f"{path}: {where}: {problem}")
 
 
-def _expect_keys(path: Path, where: str, obj: Any, required: set[str], optional: set[str] = set()) -> None:
+def _expect_keys(
+    path: Path, where: str, obj: Any, required: set[str], optional: frozenset[str] = frozenset()
+) -> None:
     if not isinstance(obj, dict):
         raise _fail(path, where, "must be a mapping")
     missing = required - obj.keys()
@@ -115,7 +117,9 @@ def parse_policy(doc: Any, path: Path) -> AccessPolicy:
             raise _fail(path, where, "a field is listed twice")
         key = (consumer, dataset, purpose)
         if key in grants:
-            raise _fail(path, where, "duplicate grant: this consumer, dataset and purpose are already granted")
+            raise _fail(
+                path, where, "duplicate grant: this consumer, dataset and purpose are already granted"
+            )
         grants[key] = Grant(consumer, dataset, purposes[purpose], tuple(fields))
     return AccessPolicy(path=path, purposes=purposes, grants=grants)
 

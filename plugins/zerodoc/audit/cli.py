@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
@@ -16,9 +16,10 @@ def default_log_path() -> Path:
 
 
 def audit_verify(
-    path: Optional[Path] = typer.Argument(  # noqa: UP007 - typer needs Optional here
-        None, help="Audit log to check (default: $ZERODOC_HOME/state/audit/evidence.log)."
-    ),
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Audit log to check (default: $ZERODOC_HOME/state/audit/evidence.log)."),
+    ] = None,
 ) -> None:
     """Verify the audit log's hash chain; exit 1 naming the first bad record if it is broken."""
     result = verify_chain(path or default_log_path())

@@ -1,0 +1,119 @@
+"""The access policy file: the real one loads; mistakes stop the server with a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from zerodoc.api.app import create_app
+from zerodoc.api.policy import PolicyError, load_policy
+from zerodoc.config import REPO_ROOT
+
+HEADER = """
+version: 1
+purposes:
+  livelihood:
+    legal_basis: National Basic Living Security Act Art. 21-22
+grants:
+"""
+
+
+def _write(tmp_path: Path, grants: str, header: str = HEADER) -> Path:
+    path = tmp_path / "access_policy.yml"
+    path.write_text(header + grants, encoding="utf-8")
+    return path
+
+
+def test_repository_policy_grants_exactly_the_demo_consumers():
+    policy = load_policy(REPO_ROOT / "config" / "access_policy.yml")
+    grants = {k: g.fields for k, g in policy.grants.items()}
+    assert grants == {
+        ("welfare-portal", "residence_v1", "basic_livelihood_application"): (
+            "sido_name",
+            "sigungu_name",
+            "household_size",
+            "moved_in_on",
+        ),
+        ("welfare-portal", "income_v1", "basic_livelihood_application"): ("tax_year", "total_income_krw"),
+        ("youth-account-service", "income_v1", "youth_leap_account_eligibility"): (
+            "tax_year",
+            "earned_income_krw",
+            "total_income_krw",
+        ),
+    }
+    assert all(p.legal_basis for p in policy.purposes.values())
+    assert policy.grant_for("youth-account-service", "residence_v1", "youth_leap_account_eligibility") is None
+
+
+@pytest.mark.parametrize(
+    ("grants", "message"),
+    [
+        (
+            "  - {consumer: a-b, dataset: passports_v1, purpose: livelihood, fields: [x]}\n",
+            "grant #1 (a-b / passports_v1 / livelihood): unknown dataset 'passports_v1'",
+        ),
+        (
+            "  - {consumer: a-b, dataset: income_v1, purpose: livelihood, fields: [salary]}\n",
+            "grant #1 (a-b / income_v1 / livelihood): unknown field 'salary' for income_v1",
+        ),
+        (
+            "  - {consumer: a-b, dataset: income_v1, purpose: livelihood, fields: [subject_pseudonym]}\n",
+            "unknown field 'subject_pseudonym' for income_v1",
+        ),
+        (
+            "  - {consumer: a-b, dataset: income_v1, purpose: livelihood, fields: [tax_year]}\n"
+            "  - {consumer: a-b, dataset: income_v1, purpose: livelihood,"
+            " fields: [total_income_krw]}\n",
+            "grant #2 (a-b / income_v1 / livelihood): duplicate grant",
+        ),
+        (
+            "  - {consumer: a-b, dataset: income_v1, purpose: marketing, fields: [tax_year]}\n",
+            "unknown purpose 'marketing'",
+        ),
+        (
+            "  - {consumer: a-b, dataset: income_v1, purpose: livelihood, fields: []}\n",
+            "fields must be a non-empty list",
+        ),
+        (
+            "  - {consumer: a-b, dataset: income_v1, purpose: livelihood,"
+            " fields: [tax_year], expires: never}\n",
+            "grant #1: unknown keys ['expires']",
+        ),
+    ],
+)
+def test_invalid_grants_are_rejected_with_a_clear_message(tmp_path, grants, message):
+    path = _write(tmp_path, grants)
+    with pytest.raises(PolicyError) as exc:
+        load_policy(path)
+    assert message in str(exc.value)
+    assert str(path) in str(exc.value)
+
+
+def test_purpose_without_legal_basis_and_duplicate_yaml_keys_are_rejected(tmp_path):
+    path = _write(tmp_path, "", "version: 1\npurposes:\n  some_purpose: {legal_basis: ''}\ngrants: []\n")
+    with pytest.raises(PolicyError, match="legal_basis must be non-empty"):
+        load_policy(path)
+    path = _write(
+        tmp_path,
+        "",
+        "version: 1\npurposes:\n  some_purpose: {legal_basis: a}\n"
+        "  some_purpose: {legal_basis: b}\ngrants: []\n",
+    )
+    with pytest.raises(PolicyError, match="duplicate key 'some_purpose'"):
+        load_policy(path)
+
+
+def test_missing_policy_file(tmp_path):
+    with pytest.raises(PolicyError, match="access policy file not found"):
+        load_policy(tmp_path / "nope.yml")
+
+
+def test_app_refuses_to_start_on_an_invalid_policy(cfg, tmp_path, monkeypatch):
+    path = _write(
+        tmp_path,
+        "  - {consumer: a-b, dataset: income_v1, purpose: livelihood, fields: [x]}\n",
+    )
+    monkeypatch.setenv("ZERODOC_ACCESS_POLICY", str(path))
+    with pytest.raises(PolicyError, match="unknown field 'x'"):
+        create_app(cfg)

@@ -1,0 +1,153 @@
+"""The hash chain: intact logs verify; edited, removed, reordered or torn records are found."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from zerodoc.audit.cli import audit_verify
+from zerodoc.audit.log import REDACTED, AuditLog, verify_chain
+
+
+def _fill(path: Path, n: int = 5) -> AuditLog:
+    log = AuditLog(path)
+    for i in range(n):
+        log.append(
+            consumer="welfare-portal",
+            purpose="basic_livelihood_application",
+            evidence_type="residence",
+            dataset="residence_v1",
+            subject_pseudonym=f"{i:064x}",
+            fields=["sido_name"],
+            decision="allowed",
+            status=200,
+            reason="granted",
+        )
+    return log
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines(keepends=True)
+
+
+def test_intact_chain_verifies(tmp_path):
+    path = tmp_path / "evidence.log"
+    _fill(path)
+    result = verify_chain(path)
+    assert result.ok and result.records == 5 and result.first_bad_seq is None
+    assert result.head_hash == json.loads(_lines(path)[-1])["hash"]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_edited_record_is_found(tmp_path):
+    path = tmp_path / "evidence.log"
+    _fill(path)
+    lines = _lines(path)
+    rec = json.loads(lines[2])
+    rec["decision"] = "denied"
+    lines[2] = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
+    path.write_text("".join(lines), encoding="utf-8")
+    result = verify_chain(path)
+    assert not result.ok and result.first_bad_seq == 3
+    assert result.message == "line 3: record 3 was modified (hash mismatch)"
+
+
+def test_edited_record_with_recomputed_hash_breaks_the_next_link(tmp_path):
+    from zerodoc.audit.log import record_hash
+
+    path = tmp_path / "evidence.log"
+    _fill(path)
+    lines = _lines(path)
+    rec = json.loads(lines[1])
+    rec["fields"] = ["sido_name", "household_size"]
+    rec["hash"] = record_hash(rec)
+    lines[1] = json.dumps(rec) + "\n"
+    path.write_text("".join(lines), encoding="utf-8")
+    result = verify_chain(path)
+    assert not result.ok and result.first_bad_seq == 3
+    assert "does not link" in result.message
+
+
+def test_removed_record_is_found(tmp_path):
+    path = tmp_path / "evidence.log"
+    _fill(path)
+    lines = _lines(path)
+    del lines[1]
+    path.write_text("".join(lines), encoding="utf-8")
+    result = verify_chain(path)
+    assert not result.ok and result.first_bad_seq == 2
+    assert "expected seq 2, found seq 3" in result.message
+
+
+def test_reordered_records_are_found(tmp_path):
+    path = tmp_path / "evidence.log"
+    _fill(path)
+    lines = _lines(path)
+    lines[3], lines[4] = lines[4], lines[3]
+    path.write_text("".join(lines), encoding="utf-8")
+    result = verify_chain(path)
+    assert not result.ok and result.first_bad_seq == 4
+
+
+def test_torn_last_write_is_overwritten_by_the_next_append(tmp_path):
+    path = tmp_path / "evidence.log"
+    log = _fill(path, 2)
+    with open(path, "ab") as fh:
+        fh.write(b'{"seq":3,"half a rec')
+    assert not verify_chain(path).ok
+    log.append(decision="denied", status=401, reason="unauthorized")
+    result = verify_chain(path)
+    assert result.ok and result.records == 3
+
+
+def test_rrn_shaped_values_are_redacted(tmp_path):
+    path = tmp_path / "evidence.log"
+    rec = AuditLog(path).append(consent_id="900101-1234567", purpose="9001011234567", decision="denied")
+    assert rec["consent_id"] == REDACTED and rec["purpose"] == REDACTED
+    assert "1234567" not in path.read_text()
+
+
+def test_unknown_record_fields_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="subject_id"):
+        AuditLog(tmp_path / "evidence.log").append(subject_id="900101-1234567")
+
+
+def _append_many(path: str, n: int) -> None:
+    log = AuditLog(Path(path))
+    for _ in range(n):
+        log.append(decision="allowed", status=200, reason="health")
+
+
+def test_concurrent_processes_extend_one_chain(tmp_path):
+    path = tmp_path / "evidence.log"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_append_many, args=(str(path), 50)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    result = verify_chain(path)
+    assert result.ok, result.message
+    assert result.records == 200
+
+
+def test_cli_exit_codes_and_messages(tmp_path):
+    import typer
+
+    app = typer.Typer()
+    app.command()(audit_verify)
+    path = tmp_path / "evidence.log"
+    _fill(path)
+    runner = CliRunner()
+    ok = runner.invoke(app, [str(path)])
+    assert ok.exit_code == 0 and "OK: chain intact: 5 records" in ok.output
+    lines = _lines(path)
+    del lines[3]
+    path.write_text("".join(lines), encoding="utf-8")
+    bad = runner.invoke(app, [str(path)])
+    assert bad.exit_code == 1
+    assert "BROKEN: line 4: expected seq 4, found seq 5" in bad.output
