@@ -12,6 +12,18 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
+# Airflow reads its configuration on first import: point it at a throw-away home before any test
+# imports it, so tests never touch a developer's Airflow and parse DAGs with no connections.
+_AIRFLOW_HOME = Path(os.environ.get("PYTEST_AIRFLOW_HOME", "/tmp")) / f"zerodoc-pytest-airflow-{os.getpid()}"
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__OPENLINEAGE__DISABLED"] = "True"
+for _k in [k for k in os.environ if k.startswith("AIRFLOW_CONN_")]:
+    del os.environ[_k]
+
 SERVICE_START = {
     5432: "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
     3306: "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",

@@ -155,7 +155,7 @@ def read_mysql(entity: Entity, uri: str) -> Iterator[pa.RecordBatch]:
     schema = arrow_schema(entity)
     cols = list(entity.columns)
     parts = urlsplit(uri)
-    db_name, table = entity.table.split(".", 1)
+    db_name, table = mysql_table(entity, uri)
     try:
         conn = pymysql.connect(
             host=parts.hostname or "127.0.0.1",
@@ -182,6 +182,12 @@ def read_mysql(entity: Entity, uri: str) -> Iterator[pa.RecordBatch]:
         raise SourceUnavailableError(f"MariaDB source for {entity.qualified} failed mid-read: {exc}") from exc
     finally:
         conn.close()
+
+
+def mysql_table(entity: Entity, uri: str) -> tuple[str, str]:
+    """(database, table): a database named in the URI wins over the declared qualifier."""
+    declared_db, table = entity.table.split(".", 1)
+    return (urlsplit(uri).path.lstrip("/") or declared_db), table
 
 
 def read_entity(agency: Agency, entity: Entity, cfg: Settings) -> Iterator[pa.RecordBatch]:

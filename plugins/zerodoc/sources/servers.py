@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from zerodoc.catalog import Agency, Entity
 from zerodoc.config import Settings
-from zerodoc.sources.extract import connection_uri, stand_in_path
+from zerodoc.sources.extract import connection_uri, mysql_table, stand_in_path
 
 PG_TYPES = {"int32": "integer", "int64": "bigint", "string": "text", "timestamp": "timestamp",
             "date": "date", "float64": "double precision", "bool": "boolean"}
@@ -91,7 +91,7 @@ def load_mysql(agency: Agency, cfg: Settings) -> dict[str, int]:
     try:
         with conn.cursor() as cur:
             for entity in agency.entities.values():
-                db, table = entity.table.split(".", 1)
+                db, table = mysql_table(entity, uri)
                 cols = ", ".join(f"`{c}` {MY_TYPES[t]}" for c, t in entity.columns.items())
                 cur.execute(f"CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4")
                 cur.execute(f"DROP TABLE IF EXISTS `{db}`.`{table}`")

@@ -1,0 +1,80 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.servers import agency_servers
+from zerodoc.catalog import agencies
+from zerodoc.config import settings
+from zerodoc.sources.extract import SourceUnavailableError, extract
+from zerodoc.sources.generate import generate
+from zerodoc.sources.servers import load_servers
+
+ENTITIES = {"mois.residents": "resident_id", "mois.households": "household_id", "nts.income": "income_id"}
+
+
+@pytest.fixture
+def stand_ins(zerodoc_home, monkeypatch):
+    for k in ("AIRFLOW_CONN_ZERODOC_MOIS", "AIRFLOW_CONN_ZERODOC_NTS"):
+        monkeypatch.delenv(k, raising=False)
+    cfg = settings()
+    return cfg, generate(2000, 3, cfg.sources_dir)
+
+
+def _source_table(cfg, qualified):
+    agency, name = qualified.split(".")
+    return pq.read_table(cfg.sources_dir / agency / f"{name}.parquet")
+
+
+def test_file_stand_in_extract_writes_partition_and_manifest(stand_ins):
+    cfg, expected = stand_ins
+    r = extract("mois.residents", "2026-11-27", cfg)
+    assert r.path == cfg.raw_dir / "mois/residents/ds=2026-11-27/part-0.parquet"
+    manifest = json.loads(r.manifest_path.read_text())
+    assert manifest["rows"] == r.rows == expected["mois.residents"]["extracted"]
+    assert manifest["checksum"] == r.checksum
+    assert manifest["schema"][0] == ["resident_id", "int64"]
+    assert pq.read_table(r.path).equals(_source_table(cfg, "mois.residents"))
+
+
+def test_rerun_is_byte_identical(stand_ins):
+    cfg, _ = stand_ins
+    first = extract("nts.income", "2026-11-27", cfg)
+    data, manifest = first.path.read_bytes(), first.manifest_path.read_bytes()
+    second = extract("nts.income", "2026-11-27", cfg)
+    assert second.path.read_bytes() == data
+    assert second.manifest_path.read_bytes() == manifest
+    assert sorted(p.name for p in first.path.parent.parent.iterdir()) == ["ds=2026-11-27"]
+
+
+def test_missing_stand_in_says_what_to_do(zerodoc_home, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_ZERODOC_MOIS", raising=False)
+    with pytest.raises(SourceUnavailableError, match="zerodoc generate"):
+        extract("mois.residents", "2026-11-27", settings())
+    assert not (settings().raw_dir / "mois/residents/ds=2026-11-27").exists()
+
+
+@pytest.mark.services
+def test_real_servers_give_the_same_rows_as_the_stand_ins(stand_ins, postgres_up, mariadb_up):
+    cfg, expected = stand_ins
+    with agency_servers():
+        counts = load_servers(agencies(), cfg)
+        assert counts == {q: expected[q]["extracted"] for q in ENTITIES}
+        for qualified, key in ENTITIES.items():
+            r = extract(qualified, "2026-11-28", cfg)
+            got = pq.read_table(r.path)
+            want = _source_table(cfg, qualified)
+            assert got.num_rows == want.num_rows
+            # NULLs, Hangul and timestamps survive COPY / the MariaDB cursor unchanged
+            assert got.sort_by(key).equals(want.sort_by(key)), qualified
+            manifest = json.loads(r.manifest_path.read_text())
+            assert manifest["source"]["kind"] in {"postgres", "mysql"}
+
+
+@pytest.mark.services
+def test_unreachable_server_is_a_clear_retryable_error(stand_ins, monkeypatch):
+    cfg, _ = stand_ins
+    monkeypatch.setenv("AIRFLOW_CONN_ZERODOC_MOIS", "postgresql://postgres@127.0.0.1:1/nowhere")
+    with pytest.raises(SourceUnavailableError, match="PostgreSQL source for mois.residents unavailable"):
+        extract("mois.residents", "2026-11-27", cfg)
+    assert not (cfg.raw_dir / "mois/residents/ds=2026-11-27").exists()
