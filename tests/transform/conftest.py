@@ -29,13 +29,14 @@ HOUSEHOLDS = [
     (100, 1, "11110", "20150101"),
     (200, 4, "26350", "20200601"),
 ]
-# 김철수 has two tax years; 박서준 filed 2024 twice (the amended, later return wins).
+# 김철수 has two tax years; 박서준 filed 2024 twice (the amended, later return wins), the
+# amendment with his ID written without the hyphen.
 INCOME = [
     # income_id, rrn, tax_year, earned, business, other, filed_date
     (1, "800101-1234567", 2023, 30_000_000, 0, 0, "20240531"),
     (2, "800101-1234567", 2024, 31_000_000, 0, 100, "20250531"),
     (3, "900404-1111111", 2024, 0, 12_000_000, 0, "20250531"),
-    (4, "900404-1111111", 2024, 0, 13_500_000, 250_000, "20250715"),
+    (4, "9004041111111", 2024, 0, 13_500_000, 250_000, "20250715"),
 ]
 
 
@@ -66,7 +67,7 @@ def write_validated_zone(home: Path, ds: str = DS) -> None:
         "household_id": pa.array(h[0], pa.int64()),
         "head_resident_id": pa.array(h[1], pa.int64()),
         "sigungu_code": pa.array(h[2], pa.string()),
-        "address": pa.array(["서울특별시 종로구 세종대로 209", "부산광역시 해운대구 해운대로 264"], pa.string()),
+        "address": pa.array(["서울특별시 종로구 세종대로 209", "부산광역시 해운대구 해운대로 264"]),
         "registered_date": pa.array(h[3], pa.string()),
         "updated_at": pa.array([UPDATED] * len(HOUSEHOLDS), pa.timestamp("us")),
     }), ds)  # fmt: skip

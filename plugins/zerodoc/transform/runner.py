@@ -108,7 +108,7 @@ def run_dbt(args: list[str], ds: str, cfg: Settings | None = None) -> RunSummary
     if any(a == "--vars" or a.startswith("--vars=") for a in args):
         raise ValueError("pass the logical date as ds=, not --vars: each run reads only its own partition")
     cfg = cfg or Settings.from_env()
-    cfg.pseudonym_key  # fail fast with ConfigError, before dbt wraps it in a plugin import error
+    _ = cfg.pseudonym_key  # fail fast with ConfigError, before dbt wraps it in a plugin import error
     cfg.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     project = cfg.dbt_project_dir
     full_args = [
@@ -139,7 +139,9 @@ def run_dbt(args: list[str], ds: str, cfg: Settings | None = None) -> RunSummary
     summary = RunSummary(tuple(args), ds, bool(res.success), elapsed, nodes)
     if not res.success:
         if summary.failed:
-            detail = "; ".join(f"{n.unique_id} [{n.status}]: {_first_line(n.message)}" for n in summary.failed)
+            detail = "; ".join(
+                f"{n.unique_id} [{n.status}]: {_first_line(n.message)}" for n in summary.failed
+            )
             raise DbtRunError(f"dbt {' '.join(args)} for ds={ds} failed: {detail}", summary)
         raise DbtRunError(f"dbt {' '.join(args)} for ds={ds} did not run: {res.exception}", summary)
     return summary
