@@ -1,0 +1,16 @@
+"""Boundary validation: GX suites on DuckDB, split into validated and quarantine, with audit reports."""
+
+from __future__ import annotations
+
+import logging
+
+# GX logs one INFO line per public-API function at import ("Skipping registering function ...");
+# under Airflow's INFO root logger that floods every task log. Its warnings still come through.
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+from zerodoc.quality import expectations as _expectations  # noqa: E402  (registers custom expectations)
+from zerodoc.quality import gx_duckdb  # noqa: E402
+
+gx_duckdb.install()
+
+__all__ = ["gx_duckdb"]

@@ -1,0 +1,427 @@
+"""Validate one raw partition with its GX suite on DuckDB, split it into validated and quarantine, and report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from zerodoc.config import Settings, settings
+from zerodoc.fsutil import staged_dir, write_json_atomic
+from zerodoc.quality.identifiers import duckdb_macros_sql
+from zerodoc.quality.report import mask_value, render_index, render_report
+from zerodoc.quality.suite import Check, Suite, load_suite, sql_ident, sql_literal, to_gx_suite, unexpected_predicate
+
+ROW_GROUP_SIZE = 122_880  # DuckDB's own row-group size; >= 100k keeps readers efficient
+PARTIAL_UNEXPECTED_COUNT = 5  # samples GX keeps per check for Data Docs; never the full list
+DUCKDB_MEMORY_LIMIT = "2GB"
+REASONS_TYPE = pa.list_(
+    pa.struct(
+        [
+            ("expectation_id", pa.string()),
+            ("expectation_type", pa.string()),
+            ("severity", pa.string()),
+            ("reason", pa.string()),
+        ]
+    )
+)
+
+
+class AccountingError(RuntimeError):
+    """extracted != passed + quarantined: rows were lost or duplicated by the split."""
+
+
+class CrossCheckError(RuntimeError):
+    """GX and the DuckDB predicate disagree on how many rows a check rejects."""
+
+
+class GxExecutionError(RuntimeError):
+    """GX could not evaluate an expectation (the message carries GX's own exception)."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    id: str
+    type: str
+    severity: str
+    description: str
+    unexpected_count: int
+    unexpected_percent: float
+    success: bool
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    run_id: str
+    suite: str
+    logical_date: str
+    extracted: int
+    passed: int
+    quarantined: int
+    checks: tuple[CheckResult, ...]
+    gate_passed: bool
+    gate_message: str
+    report_path: Path
+    data_docs_path: Path
+    validated_path: Path
+    quarantine_path: Path
+
+
+def validate_partition(
+    suite_name: str, raw_path: Path, logical_date: str, cfg: Settings | None = None
+) -> ValidationOutcome:
+    """Run `suite_name` on the raw Parquet partition; write validated, quarantine and the run's reports.
+
+    Rerunning with the same data gives the same run id and replaces that run's outputs atomically.
+    Raises CrossCheckError / AccountingError when the engines disagree or rows go missing; a failed
+    quality gate is reported in the outcome, not raised (the caller decides what to block).
+    """
+    cfg = cfg or settings()
+    raw_path = Path(raw_path)
+    suite = load_suite(suite_name, cfg.expectations_dir)
+    checksum = data_checksum(raw_path)
+    run_id = f"{suite.name}__{logical_date}__{checksum[:8]}"
+    partition = Path(suite.agency) / suite.entity_name / f"ds={logical_date}"
+    run_dir = cfg.reports_dir / "validation" / run_id
+    validated_dir = cfg.validated_dir / partition
+    quarantine_dir = cfg.quarantine_dir / partition
+
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=cfg.home, prefix=".validate-"))
+    try:
+        with staged_dir(run_dir) as stage:
+            db = _Scratch(scratch / "batch.duckdb")
+            extracted = db.load(raw_path)
+            gx_counts = _run_gx(suite, db, stage / "data_docs", run_id, logical_date)
+            checks, reason_counts, quarantined, samples = db.split(
+                suite, validated_dir, quarantine_dir, gx_counts
+            )
+            passed = db.count_parquet(validated_dir / "part-0.parquet")
+            if extracted != passed + quarantined:
+                raise AccountingError(
+                    f"{run_id}: extracted {extracted} != passed {passed} + quarantined {quarantined}"
+                )
+            db.close()
+
+            gate_passed, gate_message = _gate(suite, checks, run_dir / "report.html")
+            summary = {
+                "suite": suite.name,
+                "suite_version": suite.version,
+                "suite_hash": suite.sha256,
+                "entity": suite.entity,
+                "run_id": run_id,
+                "logical_date": logical_date,
+                "raw_path": str(raw_path),
+                "data_checksum": checksum,
+                "extracted": extracted,
+                "passed": passed,
+                "quarantined": quarantined,
+                "checks": [asdict(c) for c in checks],
+                "quarantine_by_reason": reason_counts,
+                "gate": {
+                    "max_fail_percent": suite.max_fail_percent,
+                    "passed": gate_passed,
+                    "message": gate_message,
+                },
+                "validated_path": str(validated_dir / "part-0.parquet"),
+                "quarantine_path": str(quarantine_dir / "part-0.parquet"),
+            }
+            write_json_atomic(stage / "summary.json", summary)
+            (stage / "report.html").write_text(render_report(summary, samples, suite), encoding="utf-8")
+        _refresh_index(cfg)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    return ValidationOutcome(
+        run_id=run_id,
+        suite=suite.name,
+        logical_date=logical_date,
+        extracted=extracted,
+        passed=passed,
+        quarantined=quarantined,
+        checks=tuple(checks),
+        gate_passed=gate_passed,
+        gate_message=gate_message,
+        report_path=run_dir / "report.html",
+        data_docs_path=run_dir / "data_docs" / "index.html",
+        validated_path=validated_dir / "part-0.parquet",
+        quarantine_path=quarantine_dir / "part-0.parquet",
+    )
+
+
+def data_checksum(raw_path: Path) -> str:
+    """The extract's checksum from `_manifest.json` beside the file, else sha256 of the file itself."""
+    manifest = raw_path.parent / "_manifest.json"
+    if manifest.is_file():
+        checksum = json.loads(manifest.read_text(encoding="utf-8")).get("checksum")
+        if checksum:
+            return str(checksum).removeprefix("sha256:")
+    digest = hashlib.sha256()
+    with open(raw_path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---- DuckDB side ---------------------------------------------------------------------------------
+
+
+def _connect_args(threads: int | None = None) -> dict[str, Any]:
+    # GX and our own connection must open the scratch file with identical config, or DuckDB refuses
+    # the second one; both go through duckdb_engine for that reason.
+    config: dict[str, Any] = {"memory_limit": DUCKDB_MEMORY_LIMIT, "preserve_insertion_order": False}
+    if threads:
+        config["threads"] = threads
+    return {"config": config}
+
+
+class _Scratch:
+    """The run's private DuckDB file: `batch` (the raw rows) and the identifier macros."""
+
+    def __init__(self, path: Path) -> None:
+        import sqlalchemy as sa
+
+        self.path = path
+        self.url = f"duckdb:///{path}"
+        self.connect_args = _connect_args()
+        self._engine = sa.create_engine(self.url, connect_args=self.connect_args, poolclass=sa.pool.NullPool)
+        self._raw = self._engine.raw_connection()
+        self.con = self._raw.driver_connection
+        self.con.execute(f"SET temp_directory = {sql_literal(str(path.parent / 'spill'))}")
+
+    def close(self) -> None:
+        self._raw.close()
+        self._engine.dispose()
+
+    def load(self, raw_path: Path) -> int:
+        for macro in duckdb_macros_sql():
+            self.con.execute(macro)
+        # A table rather than a view: GX scans it several times, and DuckDB's native format
+        # scans faster than re-decoding Parquet each time.
+        # hive_partitioning off: the `ds=<date>` directory must not become a column.
+        self.con.execute(
+            f"CREATE TABLE batch AS SELECT * FROM read_parquet({sql_literal(str(raw_path))}, "
+            "hive_partitioning = false)"
+        )
+        self.raw_schema = pq.read_schema(raw_path)
+        self.raw_columns = [r[0] for r in self.con.execute("DESCRIBE batch").fetchall()]
+        self.con.execute("CHECKPOINT")
+        return self.con.execute("SELECT count(*) FROM batch").fetchone()[0]
+
+    def _write(self, query: str, schema: pa.Schema, path: Path) -> None:
+        """Stream `query` into Parquet with exactly `schema` (DuckDB's own COPY would restate
+        nullability and types its way), one row group per ROW_GROUP_SIZE rows."""
+        reader = self.con.execute(query).to_arrow_reader(ROW_GROUP_SIZE)
+        with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+            for batch in reader:
+                writer.write_table(pa.Table.from_batches([batch]).cast(schema), row_group_size=ROW_GROUP_SIZE)
+
+    def count_parquet(self, path: Path) -> int:
+        return self.con.execute(
+            f"SELECT sum(row_group_num_rows) FROM (SELECT DISTINCT row_group_id, row_group_num_rows "
+            f"FROM parquet_metadata({sql_literal(str(path))}))"
+        ).fetchone()[0] or 0
+
+    def split(
+        self, suite: Suite, validated_dir: Path, quarantine_dir: Path, gx_counts: dict[str, dict[str, Any]]
+    ) -> tuple[list[CheckResult], dict[str, int], int, list[dict[str, Any]]]:
+        """Evaluate every predicate once per row; write both zones; cross-check counts against GX."""
+        con = self.con
+        preds = [unexpected_predicate(c) for c in suite.checks]
+        flags = ", ".join(f"coalesce({p}, false) AS _c{i}" for i, p in enumerate(preds))
+        reasons = ", ".join(
+            f"CASE WHEN _c{i} THEN {_reason_struct(c)} END" for i, c in enumerate(suite.checks)
+        )
+        fail_any = " OR ".join(f"_c{i}" for i, c in enumerate(suite.checks) if c.severity == "fail") or "false"
+        # One scan decides each row's fate: only rows failing something are kept here (a few percent).
+        con.execute(
+            f"""CREATE TEMP TABLE verdict AS
+                SELECT _row, {", ".join(f"_c{i}" for i in range(len(preds)))},
+                       {fail_any} AS _quarantined,
+                       list_filter([{reasons}], lambda r: r IS NOT NULL) AS _reasons
+                FROM (SELECT rowid AS _row, {flags} FROM batch)
+                WHERE {" OR ".join(f"_c{i}" for i in range(len(preds)))}"""
+        )
+        counts = con.execute(
+            f"SELECT {', '.join(f'count_if(_c{i})' for i in range(len(preds)))} FROM verdict"
+        ).fetchone()
+
+        mismatches = []
+        checks: list[CheckResult] = []
+        for check, n in zip(suite.checks, counts, strict=True):
+            gx = gx_counts[check.id]
+            if gx["unexpected_count"] != n:
+                mismatches.append(f"{check.id}: GX {gx['unexpected_count']} vs DuckDB {n}")
+            checks.append(
+                CheckResult(
+                    id=check.id,
+                    type=check.type,
+                    severity=check.severity,
+                    description=check.description,
+                    unexpected_count=int(n),
+                    unexpected_percent=float(gx["unexpected_percent"] or 0.0),
+                    success=bool(gx["success"]),
+                )
+            )
+        if mismatches:
+            raise CrossCheckError(
+                f"suite {suite.name}: GX and the DuckDB predicates disagree on "
+                + "; ".join(mismatches)
+                + ". Fix the predicate in zerodoc.quality.suite or the expectation before publishing."
+            )
+
+        cols = ", ".join(f"b.{sql_ident(c)}" for c in self.raw_columns)
+        with staged_dir(validated_dir) as out:
+            self._write(
+                f"""SELECT {cols} FROM batch b
+                    ANTI JOIN (SELECT _row FROM verdict WHERE _quarantined) q ON b.rowid = q._row
+                    ORDER BY b.rowid""",
+                self.raw_schema,
+                out / "part-0.parquet",
+            )
+        with staged_dir(quarantine_dir) as out:
+            self._write(
+                f"""SELECT {cols}, v._reasons FROM batch b JOIN verdict v ON b.rowid = v._row
+                    WHERE v._quarantined ORDER BY b.rowid""",
+                self.raw_schema.append(pa.field("_reasons", REASONS_TYPE)),
+                out / "part-0.parquet",
+            )
+        quarantined = con.execute("SELECT count(*) FROM verdict WHERE _quarantined").fetchone()[0]
+        by_reason = dict(
+            con.execute(
+                """SELECT r.expectation_id, count(*) FROM
+                     (SELECT unnest(_reasons) AS r FROM verdict WHERE _quarantined)
+                   GROUP BY 1 ORDER BY 2 DESC, 1"""
+            ).fetchall()
+        )
+        samples = _samples(con, suite, self.raw_columns)
+        return checks, by_reason, int(quarantined), samples
+
+
+def _reason_struct(check: Check) -> str:
+    return (
+        f"{{'expectation_id': {sql_literal(check.id)}, 'expectation_type': {sql_literal(check.type)}, "
+        f"'severity': {sql_literal(check.severity)}, 'reason': {sql_literal(check.description)}}}"
+    )
+
+
+def _samples(con: Any, suite: Suite, columns: list[str], limit: int = 5) -> list[dict[str, Any]]:
+    """Up to `limit` quarantined rows (first in raw order), identifiers masked, for the audit page."""
+    shown = [suite.key] + sorted({c.column for c in suite.checks} - {suite.key}, key=columns.index)
+    sensitive = {c.column for c in suite.checks if c.type == "expect_column_values_to_be_valid_rrn"}
+    rows = con.execute(
+        f"""SELECT {", ".join(f"b.{sql_ident(c)}" for c in shown)}, v._reasons
+            FROM batch b JOIN verdict v ON b.rowid = v._row WHERE v._quarantined
+            ORDER BY b.rowid LIMIT {limit}"""
+    ).fetchall()
+    out = []
+    for row in rows:
+        values = {c: mask_value(c, v, c in sensitive) for c, v in zip(shown, row[:-1], strict=True)}
+        out.append({"values": values, "reasons": [r["expectation_id"] for r in row[-1]]})
+    return out
+
+
+# ---- GX side -------------------------------------------------------------------------------------
+
+
+def _run_gx(suite: Suite, db: _Scratch, docs_dir: Path, run_id: str, logical_date: str) -> dict[str, dict]:
+    """Run the suite through GX's SQL engine on the scratch file; build Data Docs into `docs_dir`."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    import zerodoc.quality  # noqa: F401  (patches GX for DuckDB, registers custom expectations)
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    context.add_data_docs_site(
+        site_name="zerodoc",
+        site_config={
+            "class_name": "SiteBuilder",
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        },
+    )
+    datasource = context.data_sources.add_sql(
+        name="scratch", connection_string=db.url, kwargs={"connect_args": db.connect_args}
+    )
+    asset = datasource.add_table_asset(name=suite.entity, table_name="batch")
+    batch_definition = asset.add_batch_definition_whole_table("whole_partition")
+    gx_suite = context.suites.add(to_gx_suite(suite))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=run_id, data=batch_definition, suite=gx_suite)
+    )
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=run_id,
+            validation_definitions=[definition],
+            actions=[UpdateDataDocsAction(name="data_docs", site_names=["zerodoc"])],
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": PARTIAL_UNEXPECTED_COUNT},
+        )
+    )
+    # Run time comes from the logical date, never the clock, so a rerun renders the same docs.
+    run_time = datetime.fromisoformat(logical_date).replace(tzinfo=timezone.utc)
+    try:
+        result = checkpoint.run(run_id=RunIdentifier(run_name=run_id, run_time=run_time))
+    finally:
+        datasource.get_engine().dispose()
+
+    out: dict[str, dict] = {}
+    errors = []
+    for suite_result in result.run_results.values():
+        for r in suite_result.results:
+            check_id = r.expectation_config.meta["zerodoc_id"]
+            if r.exception_info.get("raised_exception"):
+                errors.append(f"{check_id}: {r.exception_info.get('exception_message')}")
+                continue
+            out[check_id] = {
+                "unexpected_count": int(r.result.get("unexpected_count") or 0),
+                "unexpected_percent": r.result.get("unexpected_percent"),
+                "success": bool(r.success),
+            }
+            # Metric failures are keyed by metric id rather than flagged on the result.
+            for info in (v for v in r.exception_info.values() if isinstance(v, dict)):
+                if info.get("raised_exception"):
+                    errors.append(f"{check_id}: {info.get('exception_message')}")
+    if errors:
+        raise GxExecutionError(f"GX failed on suite {suite.name}: " + "; ".join(errors))
+    return out
+
+
+# ---- gate and index ------------------------------------------------------------------------------
+
+
+def _gate(suite: Suite, checks: list[CheckResult], report: Path) -> tuple[bool, str]:
+    breaches = [
+        c for c in checks if c.severity == "fail" and c.unexpected_percent > suite.max_fail_percent
+    ]
+    if not breaches:
+        return True, f"{suite.name}: every fail check is within {suite.max_fail_percent}%; report {report}"
+    worst = max(breaches, key=lambda c: c.unexpected_percent)
+    return False, (
+        f"{suite.name}: check {worst.id} rejected {worst.unexpected_count} rows "
+        f"({worst.unexpected_percent:.2f}% > {suite.max_fail_percent}%)"
+        + (f" and {len(breaches) - 1} more checks over the limit" if len(breaches) > 1 else "")
+        + f"; see {report}"
+    )
+
+
+def _refresh_index(cfg: Settings) -> None:
+    from zerodoc.fsutil import write_bytes_atomic
+
+    runs = []
+    for summary_path in sorted((cfg.reports_dir / "validation").glob("*/summary.json")):
+        try:
+            runs.append(json.loads(summary_path.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError):
+            continue  # a run being replaced right now; the next refresh lists it
+    write_bytes_atomic(cfg.reports_dir / "index.html", render_index(runs).encode("utf-8"))
