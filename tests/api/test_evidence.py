@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pyarrow as pa
 import pytest
 
 from zerodoc.api.consumers import revoke_consumer
 from zerodoc.api.signing import verify_evidence
 from zerodoc.privacy import pseudonymize
+from zerodoc.publish.store import switch_current
 
 from .support import ALICE, BOB, NOBODY, bearer, body, income_table, publish
 
@@ -106,14 +109,46 @@ def test_old_answers_verify_after_key_rotation(published, keys):
     assert verify_evidence(before, jwks) and verify_evidence(after, jwks)
 
 
+def _income_version_served(client, key: str, want: str, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = client.post("/v1/evidence", json=body(evidence_type="income"), headers=bearer(key))
+        assert r.status_code == 200, r.text
+        ev = r.json()["evidence"]
+        if ev["dataset_version"] == want or time.monotonic() > deadline:
+            return ev
+        time.sleep(0.05)
+
+
 def test_a_new_current_version_is_served_without_restart(client, keys, published):
     table = income_table(published.pseudonym_key)
     table = table.set_column(5, "total_income_krw", pa.array([1, 2, 3], pa.int64()))
     publish(published, "income_v1", "20250701T000000", table)
-    r = client.post("/v1/evidence", json=body(evidence_type="income"), headers=bearer(keys["welfare-portal"]))
-    ev = r.json()["evidence"]
+    # Loaded in the background; answers meanwhile come from (and name) the previous version.
+    ev = _income_version_served(client, keys["welfare-portal"], "20250701T000000")
     assert ev["dataset_version"] == "20250701T000000"
     assert ev["fields"]["total_income_krw"] == 2
+    # Rollback is just another switch of CURRENT.
+    switch_current("income_v1", "20250630T000000", reason="rollback", cfg=published)
+    ev = _income_version_served(client, keys["welfare-portal"], "20250630T000000")
+    assert ev["fields"]["total_income_krw"] == 33_000_000
+
+
+def test_a_corrupt_new_version_leaves_the_previous_one_serving(client, keys, published):
+    publish(published, "income_v1", "20250701T000000", income_table(published.pseudonym_key))
+    data = published.published_dir / "income_v1" / "versions" / "20250701T000000" / "data.parquet"
+    data.write_bytes(data.read_bytes()[:-10])
+    ev = _income_version_served(client, keys["welfare-portal"], "20250630T000000")  # notices CURRENT moved
+    assert ev["dataset_version"] == "20250630T000000"
+    deadline = time.monotonic() + 20
+    while client.get("/v1/health").json()["datasets"]["income_v1"]["load_error"] is None:
+        assert time.monotonic() < deadline, "the failed load was never reported"
+        time.sleep(0.05)
+    health = client.get("/v1/health").json()["datasets"]["income_v1"]
+    assert health["version"] == "20250701T000000" and health["serving_version"] == "20250630T000000"
+    assert "does not match its published checksum" in health["load_error"]
+    r = client.post("/v1/evidence", json=body(evidence_type="income"), headers=bearer(keys["welfare-portal"]))
+    assert r.json()["evidence"]["dataset_version"] == "20250630T000000"
 
 
 def _error(r) -> tuple[int, dict]:
@@ -284,11 +319,13 @@ def test_health_lists_current_versions_without_auth(client):
     assert r.json() == {
         "status": "ok",
         "datasets": {
-            "residence_v1": {
-                "evidence_type": "residence",
+            ds: {
+                "evidence_type": et,
                 "version": "20250630T000000",
                 "as_of": "2025-06-30",
-            },
-            "income_v1": {"evidence_type": "income", "version": "20250630T000000", "as_of": "2025-06-30"},
+                "serving_version": "20250630T000000",
+                "load_error": None,
+            }
+            for et, ds in (("residence", "residence_v1"), ("income", "income_v1"))
         },
     }

@@ -217,17 +217,18 @@ class EvidenceService:
         return self.deny(ctx, err)
 
     def health(self) -> dict[str, Any]:
+        """Published (CURRENT) and served version per dataset; they differ while a new one loads."""
         datasets: dict[str, Any] = {}
         for evidence_type, dataset in EVIDENCE_TYPES.items():
+            index = self.indexes[dataset]
+            entry: dict[str, Any] = {"evidence_type": evidence_type, "version": None, "as_of": None}
             try:
                 v = store.current(dataset, self.cfg)
-                datasets[dataset] = {
-                    "evidence_type": evidence_type,
-                    "version": v.version,
-                    "as_of": v.metadata.get("as_of"),
-                }
+                entry.update(version=v.version, as_of=v.metadata.get("as_of"))
             except (store.NotPublishedError, OSError, ValueError, KeyError):
-                datasets[dataset] = {"evidence_type": evidence_type, "version": None, "as_of": None}
+                pass
+            entry.update(serving_version=index.serving_version, load_error=index.last_error)
+            datasets[dataset] = entry
         return {"status": "ok", "datasets": datasets}
 
 

@@ -18,6 +18,7 @@ are immutable, so the index never goes stale otherwise.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ from zerodoc.config import Settings
 from zerodoc.publish import store
 
 KEY_BYTES = 32
+SORT_MEMORY_LIMIT = "1GB"
+
+log = logging.getLogger(__name__)
 
 
 class DatasetUnavailable(RuntimeError):
@@ -86,7 +90,9 @@ def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def load_snapshot(version: store.PublishedVersion, columns: tuple[str, ...]) -> Snapshot:
+def load_snapshot(
+    version: store.PublishedVersion, columns: tuple[str, ...], spill_dir: Path | None = None
+) -> Snapshot:
     meta = version.metadata
     expected = str(meta.get("checksum") or "").removeprefix("sha256:")
     if expected and _sha256_file(version.data_path) != expected:
@@ -109,6 +115,11 @@ def load_snapshot(version: store.PublishedVersion, columns: tuple[str, ...]) -> 
     )
     con = duckdb.connect()
     try:
+        if spill_dir is not None:
+            # Cap DuckDB's sort memory (it spills beyond); the result table is what stays resident.
+            spill_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            con.sql(f"SET temp_directory = {_sql_literal(str(spill_dir))}")
+            con.sql(f"SET memory_limit = '{SORT_MEMORY_LIMIT}'")
         table = con.sql(query).to_arrow_table()
     except duckdb.Error as exc:
         raise DatasetUnavailable(
@@ -135,7 +146,15 @@ def load_snapshot(version: store.PublishedVersion, columns: tuple[str, ...]) -> 
 
 
 class DatasetIndex:
-    """The current snapshot of one dataset, reloaded when CURRENT.json points elsewhere."""
+    """The snapshot of one dataset the API answers from, following CURRENT.json.
+
+    The first load blocks (the app warms it at start). After that, a new CURRENT version is
+    loaded in a background thread while requests keep being answered from the old snapshot
+    (each answer names its dataset_version, so that is honest); the new one is swapped in
+    when complete. Loading 10M rows takes tens of seconds, and a publish must not stall or
+    fail requests for that long. A version that fails to load is not retried until
+    CURRENT.json changes again; the old snapshot keeps serving and /v1/health shows it.
+    """
 
     def __init__(self, dataset: str, columns: tuple[str, ...], cfg: Settings):
         self.dataset = dataset
@@ -145,6 +164,19 @@ class DatasetIndex:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._snapshot: Snapshot | None = None
+        self._loading: tuple[int, int, int] | None = None
+        self._failed: tuple[tuple[int, int, int], str] | None = None
+
+    @property
+    def serving_version(self) -> str | None:
+        return self._snapshot.version if self._snapshot else None
+
+    @property
+    def last_error(self) -> str | None:
+        return self._failed[1] if self._failed else None
+
+    def _load(self, version: store.PublishedVersion) -> Snapshot:
+        return load_snapshot(version, self.columns, spill_dir=self.cfg.state_dir / "tmp")
 
     def snapshot(self) -> Snapshot:
         try:
@@ -153,11 +185,16 @@ class DatasetIndex:
             raise DatasetUnavailable(f"dataset {self.dataset} has not been published yet") from exc
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         snap = self._snapshot
-        if snap is not None and stamp == self._stamp:
+        if snap is not None and stamp in (self._stamp, self._loading):
             return snap
-        with self._lock:  # one loader; concurrent requests wait for it rather than load twice
-            if self._snapshot is not None and stamp == self._stamp:
-                return self._snapshot
+        with self._lock:
+            snap = self._snapshot
+            if self._failed and self._failed[0] == stamp:
+                if snap is not None:
+                    return snap
+                raise DatasetUnavailable(self._failed[1])
+            if snap is not None and stamp in (self._stamp, self._loading):
+                return snap
             try:
                 version = store.current(self.dataset, self.cfg)
             except store.NotPublishedError as exc:
@@ -166,7 +203,42 @@ class DatasetIndex:
                 raise DatasetUnavailable(
                     f"dataset {self.dataset}: unreadable current version: {exc}"
                 ) from exc
-            if self._snapshot is None or self._snapshot.version != version.version:
-                self._snapshot = load_snapshot(version, self.columns)
-            self._stamp = stamp
-            return self._snapshot
+            if snap is not None and snap.version == version.version:
+                self._stamp = stamp
+                return snap
+            if snap is None:
+                try:
+                    self._snapshot = self._load(version)
+                except DatasetUnavailable as exc:
+                    self._failed = (stamp, str(exc))
+                    raise
+                self._stamp, self._failed = stamp, None
+                return self._snapshot
+            self._loading = stamp
+            threading.Thread(
+                target=self._load_in_background,
+                args=(version, stamp),
+                name=f"load-{self.dataset}",
+                daemon=True,
+            ).start()
+            return snap
+
+    def _load_in_background(self, version: store.PublishedVersion, stamp: tuple[int, int, int]) -> None:
+        try:
+            new = self._load(version)
+        except Exception as exc:  # noqa: BLE001 - keep serving the old snapshot, report the failure
+            log.error(
+                "keeping %s %s: loading %s failed: %s",
+                self.dataset,
+                self.serving_version,
+                version.version,
+                exc,
+            )
+            with self._lock:
+                self._failed = (stamp, f"{self.dataset} version {version.version} failed to load: {exc}")
+                self._loading = None
+            return
+        with self._lock:
+            if self._loading == stamp:  # CURRENT may have moved on meanwhile; then the newer load wins
+                self._snapshot, self._stamp, self._failed = new, stamp, None
+                self._loading = None
