@@ -12,5 +12,7 @@ from zerodoc.quality import expectations as _expectations  # noqa: E402  (regist
 from zerodoc.quality import gx_duckdb  # noqa: E402
 
 gx_duckdb.install()
+# One GX module pins its own logger to INFO at import; let it inherit the level above instead.
+logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.NOTSET)
 
 __all__ = ["gx_duckdb"]

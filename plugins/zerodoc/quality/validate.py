@@ -101,14 +101,9 @@ def validate_partition(
             db = _Scratch(scratch / "batch.duckdb")
             extracted = db.load(raw_path)
             gx_counts = _run_gx(suite, db, stage / "data_docs", run_id, logical_date)
-            checks, reason_counts, quarantined, samples = db.split(
+            checks, reason_counts, passed, quarantined, samples = db.split(
                 suite, validated_dir, quarantine_dir, gx_counts
             )
-            passed = db.count_parquet(validated_dir / "part-0.parquet")
-            if extracted != passed + quarantined:
-                raise AccountingError(
-                    f"{run_id}: extracted {extracted} != passed {passed} + quarantined {quarantined}"
-                )
             db.close()
 
             gate_passed, gate_message = _gate(suite, checks, run_dir / "report.html")
@@ -214,25 +209,24 @@ class _Scratch:
         self.raw_schema = pq.read_schema(raw_path)
         self.raw_columns = [r[0] for r in self.con.execute("DESCRIBE batch").fetchall()]
         self.con.execute("CHECKPOINT")
-        return self.con.execute("SELECT count(*) FROM batch").fetchone()[0]
+        self.extracted = self.con.execute("SELECT count(*) FROM batch").fetchall()[0][0]
+        return self.extracted
 
     def _write(self, query: str, schema: pa.Schema, path: Path) -> None:
         """Stream `query` into Parquet with exactly `schema` (DuckDB's own COPY would restate
         nullability and types its way), one row group per ROW_GROUP_SIZE rows."""
-        reader = self.con.execute(query).to_arrow_reader(ROW_GROUP_SIZE)
+        reader = self.con.sql(query).to_arrow_reader(ROW_GROUP_SIZE)
         with pq.ParquetWriter(path, schema, compression="zstd") as writer:
             for batch in reader:
                 writer.write_table(pa.Table.from_batches([batch]).cast(schema), row_group_size=ROW_GROUP_SIZE)
 
-    def count_parquet(self, path: Path) -> int:
-        return self.con.execute(
-            f"SELECT sum(row_group_num_rows) FROM (SELECT DISTINCT row_group_id, row_group_num_rows "
-            f"FROM parquet_metadata({sql_literal(str(path))}))"
-        ).fetchone()[0] or 0
+    @staticmethod
+    def count_parquet(path: Path) -> int:
+        return pq.ParquetFile(path).metadata.num_rows
 
     def split(
         self, suite: Suite, validated_dir: Path, quarantine_dir: Path, gx_counts: dict[str, dict[str, Any]]
-    ) -> tuple[list[CheckResult], dict[str, int], int, list[dict[str, Any]]]:
+    ) -> tuple[list[CheckResult], dict[str, int], int, int, list[dict[str, Any]]]:
         """Evaluate every predicate once per row; write both zones; cross-check counts against GX."""
         con = self.con
         preds = [unexpected_predicate(c) for c in suite.checks]
@@ -252,7 +246,7 @@ class _Scratch:
         )
         counts = con.execute(
             f"SELECT {', '.join(f'count_if(_c{i})' for i in range(len(preds)))} FROM verdict"
-        ).fetchone()
+        ).fetchall()[0]
 
         mismatches = []
         checks: list[CheckResult] = []
@@ -279,22 +273,28 @@ class _Scratch:
             )
 
         cols = ", ".join(f"b.{sql_ident(c)}" for c in self.raw_columns)
-        with staged_dir(validated_dir) as out:
+        # Both zones are staged and counted before either is committed: accounting guards the commit.
+        with staged_dir(validated_dir) as v_out, staged_dir(quarantine_dir) as q_out:
             self._write(
                 f"""SELECT {cols} FROM batch b
                     ANTI JOIN (SELECT _row FROM verdict WHERE _quarantined) q ON b.rowid = q._row
                     ORDER BY b.rowid""",
                 self.raw_schema,
-                out / "part-0.parquet",
+                v_out / "part-0.parquet",
             )
-        with staged_dir(quarantine_dir) as out:
             self._write(
                 f"""SELECT {cols}, v._reasons FROM batch b JOIN verdict v ON b.rowid = v._row
                     WHERE v._quarantined ORDER BY b.rowid""",
                 self.raw_schema.append(pa.field("_reasons", REASONS_TYPE)),
-                out / "part-0.parquet",
+                q_out / "part-0.parquet",
             )
-        quarantined = con.execute("SELECT count(*) FROM verdict WHERE _quarantined").fetchone()[0]
+            passed = self.count_parquet(v_out / "part-0.parquet")
+            quarantined = self.count_parquet(q_out / "part-0.parquet")
+            if self.extracted != passed + quarantined:
+                raise AccountingError(
+                    f"{suite.name}: extracted {self.extracted} != passed {passed} + quarantined {quarantined}; "
+                    "nothing was written"
+                )
         by_reason = dict(
             con.execute(
                 """SELECT r.expectation_id, count(*) FROM
@@ -303,7 +303,7 @@ class _Scratch:
             ).fetchall()
         )
         samples = _samples(con, suite, self.raw_columns)
-        return checks, by_reason, int(quarantined), samples
+        return checks, by_reason, passed, quarantined, samples
 
 
 def _reason_struct(check: Check) -> str:
@@ -337,20 +337,28 @@ def _run_gx(suite: Suite, db: _Scratch, docs_dir: Path, run_id: str, logical_dat
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
 
     import zerodoc.quality  # noqa: F401  (patches GX for DuckDB, registers custom expectations)
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    context.add_data_docs_site(
-        site_name="zerodoc",
-        site_config={
-            "class_name": "SiteBuilder",
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+    # In-memory stores; the only docs site is this run's (no stray temp site per run).
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        data_docs_sites={
+            "zerodoc": {
+                "class_name": "SiteBuilder",
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            }
         },
+        progress_bars=ProgressBarsConfig(globally=False),
+        analytics_enabled=False,
     )
+    context = gx.get_context(mode="ephemeral", project_config=config)
     datasource = context.data_sources.add_sql(
         name="scratch", connection_string=db.url, kwargs={"connect_args": db.connect_args}
     )
