@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 publish_app = typer.Typer(help="Inspect and roll back published dataset versions.", no_args_is_help=True)
 app.add_typer(publish_app, name="publish")
-console = Console()
+console = Console(width=int(__import__("os").environ.get("COLUMNS", "140")))
 
 
 def _fail(message: str, hint: str) -> None:

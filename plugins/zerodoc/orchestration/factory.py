@@ -107,22 +107,22 @@ def build_publish_dag() -> DAG:
             return dates.pop()
 
         @task(pool="warehouse_writer", pool_slots=1)
-        def dbt_build(ds: str) -> dict:
-            return steps.dbt_build_step(ds)
+        def dbt_build(for_date: str) -> dict:
+            return steps.dbt_build_step(for_date)
 
-        ds = resolve_ds()
-        built = dbt_build(ds)
+        for_date = resolve_ds()
+        built = dbt_build(for_date)
         for name in specs:
 
             @task(task_id=f"gate_{name}")
-            def gate(ds: str, name: str = name) -> list[str]:
-                return steps.gate_step(name, ds)
+            def gate(for_date: str, name: str = name) -> list[str]:
+                return steps.gate_step(name, for_date)
 
             @task(task_id=f"publish_{name}", outlets=[published_asset(name)])
-            def publish(ds: str, name: str = name) -> dict:
-                return steps.publish_step(name, ds)
+            def publish(for_date: str, name: str = name) -> dict:
+                return steps.publish_step(name, for_date)
 
-            g = gate(ds)
-            p = publish(ds)
+            g = gate(for_date)
+            p = publish(for_date)
             [g, built] >> p
     return dag

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +65,31 @@ class DagOutcome:
     failed_tasks: list[str] = field(default_factory=list)
 
 
-def run_dag(dag_id: str, ds: str, run_conf: dict | None = None) -> DagOutcome:
+@contextmanager
+def output_to(log_path: Path | None) -> Iterator[None]:
+    """Send this process's stdout/stderr (Airflow's task logs included) to a file for a while."""
+    if log_path is None:
+        yield
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def run_dag(dag_id: str, ds: str, run_conf: dict | None = None, log_path: Path | None = None) -> DagOutcome:
     """Run one DAG for one logical date in this process, as `airflow dags test` does."""
     import datetime as dt
 
@@ -77,7 +103,8 @@ def run_dag(dag_id: str, ds: str, run_conf: dict | None = None) -> DagOutcome:
         raise LookupError(f"no DAG {dag_id!r} in {REPO_ROOT / 'dags'}")
     logical = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC)
     t0 = time.perf_counter()
-    dr = dag.test(logical_date=logical, run_conf=run_conf)
+    with output_to(log_path):
+        dr = dag.test(logical_date=logical, run_conf=run_conf)
     seconds = time.perf_counter() - t0
     failed = [ti.task_id for ti in dr.get_task_instances() if ti.state not in ("success", "skipped")]
     return DagOutcome(dag_id, str(dr.state), seconds, failed)

@@ -23,6 +23,7 @@ class PipelineSummary:
     entities: dict[str, dict] = field(default_factory=dict)
     published: dict[str, dict] = field(default_factory=dict)
     demo_request: str | None = None
+    log_path: Path | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -52,13 +53,15 @@ def run_pipeline(cfg: Settings, persons: int, seed: int, ds: str, console: Conso
     expected = json.loads((cfg.sources_dir / "_expected.json").read_text())
     summary = PipelineSummary(ds=ds, expected=expected)
 
-    with console.status("preparing Airflow metadata DB (first run only)…"):
-        ensure_metadata_db(cfg)
-    for code in agencies():
-        with console.status(f"running DAG ingest_{code} for {ds}…"):
-            summary.dag_runs.append(run_dag(f"ingest_{code}", ds))
-    with console.status(f"running DAG publish_shared for {ds}…"):
-        summary.dag_runs.append(run_dag("publish_shared", ds, run_conf={"ds": ds}))
+    console.print("preparing Airflow metadata DB (first run only)…")
+    ensure_metadata_db(cfg)
+    summary.log_path = cfg.home / "logs" / f"run-{ds}.log"
+    console.print(f"Airflow task logs → {summary.log_path}")
+    for dag_id, conf in [*((f"ingest_{c}", None) for c in agencies()), ("publish_shared", {"ds": ds})]:
+        console.print(f"running DAG {dag_id} for {ds}…")
+        outcome = run_dag(dag_id, ds, run_conf=conf, log_path=summary.log_path)
+        console.print(f"  {dag_id}: {outcome.state} in {outcome.seconds:.1f}s")
+        summary.dag_runs.append(outcome)
     for r in summary.dag_runs:
         if r.state != "success":
             summary.problems.append(f"DAG {r.dag_id} ended {r.state}; failed tasks: {', '.join(r.failed_tasks)}")
