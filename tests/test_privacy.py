@@ -31,3 +31,9 @@ def test_contains_rrn():
     assert contains_rrn("8001011234567")
     assert not contains_rrn("3d1020e20b11b8118d8d68facaa4")
     assert not contains_rrn("800101-9234567")
+    assert not contains_rrn("ffd0749440071234567890123e92de")  # digits inside a hex pseudonym
+
+
+def test_no_false_alarms_on_pseudonyms():
+    hits = [p for i in range(20_000) if contains_rrn(p := pseudonymize(f"{i:06d}-1000000", b"k" * 32))]
+    assert hits == []

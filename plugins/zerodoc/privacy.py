@@ -43,7 +43,8 @@ def duckdb_macro_sql(key: bytes, name: str = "zd_pseudonym") -> str:
     )
 
 
-RRN_PATTERN = re.compile(r"(?<!\d)\d{6}-?[1-8]\d{6}(?!\d)")
+# Not touching other letters or digits: 13 digits inside a hex pseudonym are not an ID.
+RRN_PATTERN = re.compile(r"(?<![0-9A-Za-z])\d{6}-?[1-8]\d{6}(?![0-9A-Za-z])")
 
 
 def contains_rrn(text: str) -> bool:
