@@ -31,11 +31,13 @@ COPY (
     CASE WHEN resident_id % 1009 = 0 THEN NULL
          WHEN resident_id % 1013 = 0 THEN '801301-1234567'
          ELSE rrns[1 + resident_id % len(rrns)] END AS rrn,
-    CASE WHEN resident_id % 1019 = 0 THEN NULL WHEN resident_id % 1021 = 0 THEN 'John' ELSE '김민준' END AS name,
+    CASE WHEN resident_id % 1019 = 0 THEN NULL WHEN resident_id % 1021 = 0 THEN 'John'
+         ELSE '김민준' END AS name,
     CASE WHEN resident_id % 1031 = 0 THEN 'X' WHEN resident_id % 2 = 0 THEN 'F' ELSE 'M' END AS sex,
     CASE WHEN resident_id % 1033 = 0 THEN '20230230' ELSE '19800101' END AS birth_date,
     CASE WHEN resident_id % 1039 = 0 THEN NULL ELSE resident_id // 3 END AS household_id,
-    CASE WHEN resident_id % 1049 = 0 THEN '1111' ELSE lpad(CAST(11000 + resident_id % 500 AS VARCHAR), 5, '0') END
+    CASE WHEN resident_id % 1049 = 0 THEN '1111'
+         ELSE lpad(CAST(11000 + resident_id % 500 AS VARCHAR), 5, '0') END
       AS sigungu_code,
     '서울특별시 종로구 세종대로 ' || CAST(resident_id % 300 AS VARCHAR) AS address,
     '20150301' AS moved_in_date,
@@ -51,7 +53,10 @@ def generate(home: Path, rows: int, ds: str) -> Path:
     part = home / "raw" / "mois" / "residents" / f"ds={ds}"
     part.mkdir(parents=True)
     path = part / "part-0.parquet"
-    pool = [make_rrn(f"{70 + i % 30:02d}{1 + i % 12:02d}{1 + i % 28:02d}", "12"[i % 2], f"{i:05d}") for i in range(997)]
+    pool = [
+        make_rrn(f"{70 + i % 30:02d}{1 + i % 12:02d}{1 + i % 28:02d}", "12"[i % 2], f"{i:05d}")
+        for i in range(997)
+    ]
     duckdb.connect().execute(GENERATE.format(path=path), [pool, rows])
     (part / "_manifest.json").write_text(json.dumps({"rows": rows, "checksum": f"{rows:064d}"}))
     return path
@@ -79,9 +84,8 @@ def main(rows: int) -> None:
         os.environ["ZERODOC_HOME"] = str(home)
         ds = "2024-01-01"
         path = generate(home, rows, ds)
-        from zerodoc.quality.validate import validate_partition
-
         import zerodoc.quality  # noqa: F401  (import cost is not validation cost)
+        from zerodoc.quality.validate import validate_partition
 
         sql_seconds, sql_counts = raw_sql(path)
         start = time.perf_counter()

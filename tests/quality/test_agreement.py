@@ -67,7 +67,9 @@ def _pandas_counts(suite_name: str, df) -> dict[str, int]:
         .add_batch_definition_whole_dataframe("b")
         .get_batch(batch_parameters={"dataframe": df})
     )
-    result = batch.validate(to_gx_suite(load_suite(suite_name, settings().expectations_dir)), result_format="SUMMARY")
+    result = batch.validate(
+        to_gx_suite(load_suite(suite_name, settings().expectations_dir)), result_format="SUMMARY"
+    )
     return {r.expectation_config.meta["zerodoc_id"]: r.result["unexpected_count"] for r in result.results}
 
 

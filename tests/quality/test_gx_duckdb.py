@@ -53,7 +53,9 @@ def test_without_the_fix_gx_hits_the_upstream_index_error(batch) -> None:
     """GX issues #10738 / #11579: the cursor result is read after the connection closed."""
     with gx_duckdb.disabled():
         assert not gx_duckdb.installed()
-        result = batch.validate(gx.expectations.ExpectColumnValuesToNotBeNull(column="s"), result_format="SUMMARY")
+        result = batch.validate(
+            gx.expectations.ExpectColumnValuesToNotBeNull(column="s"), result_format="SUMMARY"
+        )
     assert gx_duckdb.installed()
     messages = [v["exception_message"] for v in result.exception_info.values() if isinstance(v, dict)]
     assert not result.success

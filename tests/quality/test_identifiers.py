@@ -66,8 +66,18 @@ def test_post_2020_numbers_skip_the_check_digit() -> None:
 
 @pytest.mark.parametrize(
     ("text", "ok"),
-    [("20240229", True), ("20230230", False), ("20231301", False), ("19000229", False), ("20000229", True),
-     ("2023011", False), ("202301011", False), ("00000101", False), ("00010101", True), ("2023-01-01", False)],
+    [
+        ("20240229", True),
+        ("20230230", False),
+        ("20231301", False),
+        ("19000229", False),
+        ("20000229", True),
+        ("2023011", False),
+        ("202301011", False),
+        ("00000101", False),
+        ("00010101", True),
+        ("2023-01-01", False),
+    ],
 )
 def test_yyyymmdd(text: str, ok: bool) -> None:
     assert is_valid_yyyymmdd(text) is ok
@@ -81,8 +91,20 @@ def test_duckdb_macros_match_python() -> None:
     got = dict(con.execute("SELECT x, zd_rrn_valid(x) FROM unnest(?::VARCHAR[]) t(x)", [rrns]).fetchall())
     assert got == {r: (None if r is None else is_valid_rrn(r)) for r in rrns}
 
-    dates = ["20240229", "20230230", "20231301", "19000229", "2023011", "00000101", "00010101", "2023-01-01", None]
-    got = dict(con.execute("SELECT x, zd_valid_yyyymmdd(x) FROM unnest(?::VARCHAR[]) t(x)", [dates]).fetchall())
+    dates = [
+        "20240229",
+        "20230230",
+        "20231301",
+        "19000229",
+        "2023011",
+        "00000101",
+        "00010101",
+        "2023-01-01",
+        None,
+    ]
+    got = dict(
+        con.execute("SELECT x, zd_valid_yyyymmdd(x) FROM unnest(?::VARCHAR[]) t(x)", [dates]).fetchall()
+    )
     assert got == {d: (None if d is None else is_valid_yyyymmdd(d)) for d in dates}
 
 
@@ -93,8 +115,11 @@ def test_macros_agree_on_every_day_and_sex_digit() -> None:
         con.execute(macro)
     rrns = [
         f"{yy:02d}{mm:02d}{dd:02d}-{s}12345{c}"
-        for yy in range(0, 100, 3) for mm in (0, 1, 2, 9, 10, 12, 13) for dd in (0, 1, 28, 29, 30, 31, 32)
-        for s in "0123456789" for c in "07"
+        for yy in range(0, 100, 3)
+        for mm in (0, 1, 2, 9, 10, 12, 13)
+        for dd in (0, 1, 28, 29, 30, 31, 32)
+        for s in "0123456789"
+        for c in "07"
     ]
     rows = con.execute("SELECT x, zd_rrn_valid(x) FROM unnest(?::VARCHAR[]) t(x)", [rrns]).fetchall()
     mismatches = [(r, v) for r, v in rows if v != is_valid_rrn(r)]

@@ -78,7 +78,10 @@ def test_summary_report_and_data_docs_are_written(residents_run) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["extracted"] == 200 and summary["quarantined"] == 11 and summary["passed"] == 189
     assert summary["suite_version"] == 1 and len(summary["suite_hash"]) == 64
-    assert summary["data_checksum"] == json.loads((home / "raw/mois/residents" / f"ds={DS}" / "_manifest.json").read_text())["checksum"]
+    assert (
+        summary["data_checksum"]
+        == json.loads((home / "raw/mois/residents" / f"ds={DS}" / "_manifest.json").read_text())["checksum"]
+    )
     assert {c["id"]: c["unexpected_count"] for c in summary["checks"]} == counts
     assert summary["quarantine_by_reason"]["sex_in_set"] == 2
     assert summary["gate"]["passed"] is True
@@ -99,7 +102,9 @@ def test_rerun_is_deterministic_and_index_lists_every_run(residents_run, monkeyp
     rows[3]["household_id"] = 3
     rows[4]["head_resident_id"] = None
     rows[5]["registered_date"] = "20190229"
-    hh = validate_partition("mois__households", write_raw(home, "mois", "households", other_ds, rows, HOUSEHOLD_SCHEMA), other_ds)
+    hh = validate_partition(
+        "mois__households", write_raw(home, "mois", "households", other_ds, rows, HOUSEHOLD_SCHEMA), other_ds
+    )
     assert {c.id: c.unexpected_count for c in hh.checks if c.unexpected_count} == {
         "household_id_unique": 2,
         "head_resident_id_not_null": 1,
@@ -108,7 +113,9 @@ def test_rerun_is_deterministic_and_index_lists_every_run(residents_run, monkeyp
     assert (hh.extracted, hh.passed, hh.quarantined) == (20, 16, 4)
     index = (home / "reports" / "index.html").read_text()
     assert first.run_id in index and hh.run_id in index
-    assert sorted(p.name for p in (home / "reports" / "validation").iterdir()) == sorted([first.run_id, hh.run_id])
+    assert sorted(p.name for p in (home / "reports" / "validation").iterdir()) == sorted(
+        [first.run_id, hh.run_id]
+    )
 
 
 def test_income_suite_and_a_failing_gate(zerodoc_home: Path) -> None:

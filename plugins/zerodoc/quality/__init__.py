@@ -8,11 +8,11 @@ import logging
 # under Airflow's INFO root logger that floods every task log. Its warnings still come through.
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
-from zerodoc.quality import expectations as _expectations  # noqa: E402  (registers custom expectations)
-from zerodoc.quality import gx_duckdb  # noqa: E402
+# Importing `expectations` registers the custom expectations with GX.
+from zerodoc.quality import expectations, gx_duckdb  # noqa: E402
 
 gx_duckdb.install()
 # One GX module pins its own logger to INFO at import; let it inherit the level above instead.
 logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.NOTSET)
 
-__all__ = ["gx_duckdb"]
+__all__ = ["expectations", "gx_duckdb"]

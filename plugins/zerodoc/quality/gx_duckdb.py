@@ -65,9 +65,7 @@ def _buffering(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _with_duckdb_regex(original: Callable[..., Any]) -> Callable[..., Any]:
-    def get_dialect_regex_expression(
-        column: Any, regex: str, dialect: Any, positive: bool = True
-    ) -> Any:
+    def get_dialect_regex_expression(column: Any, regex: str, dialect: Any, positive: bool = True) -> Any:
         if _is_duckdb(dialect):
             matches = sa.func.regexp_matches(column, sa.literal(regex), type_=sa.Boolean)
             return matches if positive else sa.not_(matches)

@@ -53,7 +53,7 @@ def rrn_reason(s: object) -> str | None:
 
 
 def is_valid_rrn(s: object) -> bool:
-    """True when `s` is a well-formed RRN whose birth date exists and, before October 2020, whose check digit holds."""
+    """True for a well-formed RRN, existing birth date and, before October 2020, a right check digit."""
     return rrn_reason(s) is None
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:72rem;color:#222}
-table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
+table{border-collapse:collapse;margin:.5rem 0 1.5rem}
+th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
 th{background:#f3f3f3}.fail{color:#a00;font-weight:600}.ok{color:#070}.warn{color:#a60}
 td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:.9em}
 """
@@ -23,6 +24,10 @@ def mask_value(column: str, value: Any, is_identifier: bool) -> str:
     if column == "name":
         return text[:1] + "*" * (len(text) - 1)
     return text
+
+
+def _severity_class(check: dict[str, Any]) -> str:
+    return "fail" if check["severity"] == "fail" else "warn"
 
 
 def _page(title: str, body: str) -> str:
@@ -43,14 +48,17 @@ def render_report(summary: dict[str, Any], samples: list[dict[str, Any]], suite:
         f'<td class="{"fail" if c["severity"] == "fail" else "warn"}">{c["severity"]}</td>'
         f'<td class="n">{summary["extracted"] - c["unexpected_count"]}</td>'
         f'<td class="n">{c["unexpected_count"]}</td><td class="n">{c["unexpected_percent"]:.3f}</td>'
-        f'<td class="{"ok" if c["unexpected_count"] == 0 else ("fail" if c["severity"] == "fail" else "warn")}">'
+        f'<td class="{"ok" if c["unexpected_count"] == 0 else _severity_class(c)}">'
         f"{'pass' if c['unexpected_count'] == 0 else 'fail'}</td></tr>"
         for c in summary["checks"]
     )
-    by_reason = "".join(
-        f'<tr><td><code>{escape(k)}</code></td><td class="n">{v}</td></tr>'
-        for k, v in summary["quarantine_by_reason"].items()
-    ) or '<tr><td colspan="2">No row was quarantined.</td></tr>'
+    by_reason = (
+        "".join(
+            f'<tr><td><code>{escape(k)}</code></td><td class="n">{v}</td></tr>'
+            for k, v in summary["quarantine_by_reason"].items()
+        )
+        or '<tr><td colspan="2">No row was quarantined.</td></tr>'
+    )
     sample_html = ""
     if samples:
         cols = list(samples[0]["values"])
@@ -99,8 +107,8 @@ def render_index(runs: list[dict[str, Any]]) -> str:
         f'<td><a href="validation/{escape(r["run_id"])}/report.html">{escape(r["run_id"])}</a></td>'
         f'<td class="n">{r["extracted"]}</td><td class="n">{r["passed"]}</td>'
         f'<td class="n">{r["quarantined"]}</td>'
-        f'<td class="{"ok" if r["gate"]["passed"] else "fail"}">{"passed" if r["gate"]["passed"] else "FAILED"}</td>'
-        f'<td><a href="validation/{escape(r["run_id"])}/data_docs/index.html">Data Docs</a></td></tr>'
+        + ('<td class="ok">passed</td>' if r["gate"]["passed"] else '<td class="fail">FAILED</td>')
+        + f'<td><a href="validation/{escape(r["run_id"])}/data_docs/index.html">Data Docs</a></td></tr>'
         for r in runs
     )
     body = (

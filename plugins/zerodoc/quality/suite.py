@@ -1,4 +1,4 @@
-"""Suite files (`expectations/<suite>.yml`): load them, build the GX suite, and compile each check to DuckDB SQL."""
+"""Suite files (`expectations/<suite>.yml`): load, build the GX suite, compile each check to DuckDB SQL."""
 
 from __future__ import annotations
 
@@ -149,8 +149,12 @@ def _unique(col: str, kw: dict[str, Any], table: str) -> str:
 
 
 _CONDITIONS = {
-    "expect_column_values_to_match_regex": lambda c, kw, t: f"NOT regexp_matches({c}, {sql_literal(kw['regex'])})",
-    "expect_column_values_to_not_match_regex": lambda c, kw, t: f"regexp_matches({c}, {sql_literal(kw['regex'])})",
+    "expect_column_values_to_match_regex": lambda c, kw, t: (
+        f"NOT regexp_matches({c}, {sql_literal(kw['regex'])})"
+    ),
+    "expect_column_values_to_not_match_regex": lambda c, kw, t: (
+        f"regexp_matches({c}, {sql_literal(kw['regex'])})"
+    ),
     "expect_column_values_to_be_in_set": lambda c, kw, t: (
         f"{c} NOT IN ({', '.join(sql_literal(v) for v in kw['value_set'])})"
     ),
@@ -163,7 +167,10 @@ _CONDITIONS = {
     "expect_column_values_to_be_valid_yyyymmdd": lambda c, kw, t: f"NOT zd_valid_yyyymmdd({c})",
 }
 
-SUPPORTED_TYPES = frozenset(_CONDITIONS) | {"expect_column_values_to_not_be_null", "expect_column_values_to_be_null"}
+SUPPORTED_TYPES = frozenset(_CONDITIONS) | {
+    "expect_column_values_to_not_be_null",
+    "expect_column_values_to_be_null",
+}
 
 # kwargs that change which rows GX counts; anything else (mostly, result_format, ...) only changes success.
 _IGNORED_KWARGS = {"column", "mostly", "result_format", "catch_exceptions"}
@@ -180,7 +187,8 @@ def unexpected_predicate(check: Check, table: str = "batch") -> str:
     """DuckDB SQL, over `table`, true for the rows GX reports as unexpected for `check`."""
     if check.type not in SUPPORTED_TYPES:
         raise SuiteError(
-            f"{check.id}: {check.type} has no DuckDB predicate; supported: {', '.join(sorted(SUPPORTED_TYPES))}"
+            f"{check.id}: {check.type} has no DuckDB predicate; "
+            f"supported: {', '.join(sorted(SUPPORTED_TYPES))}"
         )
     unknown = set(check.kwargs) - _IGNORED_KWARGS - _ROW_KWARGS.get(check.type, set())
     if unknown:

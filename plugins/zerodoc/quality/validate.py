@@ -1,4 +1,4 @@
-"""Validate one raw partition with its GX suite on DuckDB, split it into validated and quarantine, and report."""
+"""Validate one raw partition with its GX suite on DuckDB, split it into validated and quarantine, report."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,15 @@ from zerodoc.config import Settings, settings
 from zerodoc.fsutil import staged_dir, write_json_atomic
 from zerodoc.quality.identifiers import duckdb_macros_sql
 from zerodoc.quality.report import mask_value, render_index, render_report
-from zerodoc.quality.suite import Check, Suite, load_suite, sql_ident, sql_literal, to_gx_suite, unexpected_predicate
+from zerodoc.quality.suite import (
+    Check,
+    Suite,
+    load_suite,
+    sql_ident,
+    sql_literal,
+    to_gx_suite,
+    unexpected_predicate,
+)
 
 ROW_GROUP_SIZE = 122_880  # DuckDB's own row-group size; >= 100k keeps readers efficient
 PARTIAL_UNEXPECTED_COUNT = 5  # samples GX keeps per check for Data Docs; never the full list
@@ -199,17 +207,13 @@ class _Scratch:
     def load(self, raw_path: Path) -> int:
         for macro in duckdb_macros_sql():
             self.con.execute(macro)
-        # A table rather than a view: GX scans it several times, and DuckDB's native format
-        # scans faster than re-decoding Parquet each time.
-        # hive_partitioning off: the `ds=<date>` directory must not become a column.
-        self.con.execute(
-            f"CREATE TABLE batch AS SELECT * FROM read_parquet({sql_literal(str(raw_path))}, "
-            "hive_partitioning = false)"
-        )
+        # A view, not a copy: GX and the split each scan the Parquet file directly, which costs less
+        # than materialising millions of rows first. hive_partitioning off: `ds=<date>` is no column.
+        self.source = f"read_parquet({sql_literal(str(raw_path))}, hive_partitioning = false"
+        self.con.execute(f"CREATE VIEW batch AS SELECT * FROM {self.source})")
         self.raw_schema = pq.read_schema(raw_path)
-        self.raw_columns = [r[0] for r in self.con.execute("DESCRIBE batch").fetchall()]
-        self.con.execute("CHECKPOINT")
-        self.extracted = self.con.execute("SELECT count(*) FROM batch").fetchall()[0][0]
+        self.raw_columns = self.raw_schema.names
+        self.extracted = pq.ParquetFile(raw_path).metadata.num_rows
         return self.extracted
 
     def _write(self, query: str, schema: pa.Schema, path: Path) -> None:
@@ -234,14 +238,16 @@ class _Scratch:
         reasons = ", ".join(
             f"CASE WHEN _c{i} THEN {_reason_struct(c)} END" for i, c in enumerate(suite.checks)
         )
-        fail_any = " OR ".join(f"_c{i}" for i, c in enumerate(suite.checks) if c.severity == "fail") or "false"
+        fail_any = (
+            " OR ".join(f"_c{i}" for i, c in enumerate(suite.checks) if c.severity == "fail") or "false"
+        )
         # One scan decides each row's fate: only rows failing something are kept here (a few percent).
         con.execute(
             f"""CREATE TEMP TABLE verdict AS
                 SELECT _row, {", ".join(f"_c{i}" for i in range(len(preds)))},
                        {fail_any} AS _quarantined,
                        list_filter([{reasons}], lambda r: r IS NOT NULL) AS _reasons
-                FROM (SELECT rowid AS _row, {flags} FROM batch)
+                FROM (SELECT file_row_number AS _row, {flags} FROM {self.source}, file_row_number = true))
                 WHERE {" OR ".join(f"_c{i}" for i in range(len(preds)))}"""
         )
         counts = con.execute(
@@ -276,15 +282,15 @@ class _Scratch:
         # Both zones are staged and counted before either is committed: accounting guards the commit.
         with staged_dir(validated_dir) as v_out, staged_dir(quarantine_dir) as q_out:
             self._write(
-                f"""SELECT {cols} FROM batch b
-                    ANTI JOIN (SELECT _row FROM verdict WHERE _quarantined) q ON b.rowid = q._row
-                    ORDER BY b.rowid""",
+                f"""SELECT {cols} FROM {self.source}, file_row_number = true) b
+                    ANTI JOIN (SELECT _row FROM verdict WHERE _quarantined) q
+                    ON b.file_row_number = q._row""",
                 self.raw_schema,
                 v_out / "part-0.parquet",
             )
             self._write(
-                f"""SELECT {cols}, v._reasons FROM batch b JOIN verdict v ON b.rowid = v._row
-                    WHERE v._quarantined ORDER BY b.rowid""",
+                f"""SELECT {cols}, v._reasons FROM {self.source}, file_row_number = true) b
+                    JOIN verdict v ON b.file_row_number = v._row WHERE v._quarantined ORDER BY v._row""",
                 self.raw_schema.append(pa.field("_reasons", REASONS_TYPE)),
                 q_out / "part-0.parquet",
             )
@@ -292,8 +298,8 @@ class _Scratch:
             quarantined = self.count_parquet(q_out / "part-0.parquet")
             if self.extracted != passed + quarantined:
                 raise AccountingError(
-                    f"{suite.name}: extracted {self.extracted} != passed {passed} + quarantined {quarantined}; "
-                    "nothing was written"
+                    f"{suite.name}: extracted {self.extracted} != passed {passed} "
+                    f"+ quarantined {quarantined}; nothing was written"
                 )
         by_reason = dict(
             con.execute(
@@ -302,7 +308,7 @@ class _Scratch:
                    GROUP BY 1 ORDER BY 2 DESC, 1"""
             ).fetchall()
         )
-        samples = _samples(con, suite, self.raw_columns)
+        samples = _samples(con, suite, self.raw_columns, self.source)
         return checks, by_reason, passed, quarantined, samples
 
 
@@ -313,14 +319,14 @@ def _reason_struct(check: Check) -> str:
     )
 
 
-def _samples(con: Any, suite: Suite, columns: list[str], limit: int = 5) -> list[dict[str, Any]]:
+def _samples(con: Any, suite: Suite, columns: list[str], source: str, limit: int = 5) -> list[dict[str, Any]]:
     """Up to `limit` quarantined rows (first in raw order), identifiers masked, for the audit page."""
     shown = [suite.key] + sorted({c.column for c in suite.checks} - {suite.key}, key=columns.index)
     sensitive = {c.column for c in suite.checks if c.type == "expect_column_values_to_be_valid_rrn"}
     rows = con.execute(
         f"""SELECT {", ".join(f"b.{sql_ident(c)}" for c in shown)}, v._reasons
-            FROM batch b JOIN verdict v ON b.rowid = v._row WHERE v._quarantined
-            ORDER BY b.rowid LIMIT {limit}"""
+            FROM {source}, file_row_number = true) b JOIN verdict v ON b.file_row_number = v._row
+            WHERE v._quarantined ORDER BY v._row LIMIT {limit}"""
     ).fetchall()
     out = []
     for row in rows:
@@ -352,7 +358,10 @@ def _run_gx(suite: Suite, db: _Scratch, docs_dir: Path, run_id: str, logical_dat
             "zerodoc": {
                 "class_name": "SiteBuilder",
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs_dir),
+                },
             }
         },
         progress_bars=ProgressBarsConfig(globally=False),
@@ -377,7 +386,7 @@ def _run_gx(suite: Suite, db: _Scratch, docs_dir: Path, run_id: str, logical_dat
         )
     )
     # Run time comes from the logical date, never the clock, so a rerun renders the same docs.
-    run_time = datetime.fromisoformat(logical_date).replace(tzinfo=timezone.utc)
+    run_time = datetime.fromisoformat(logical_date).replace(tzinfo=UTC)
     try:
         result = checkpoint.run(run_id=RunIdentifier(run_name=run_id, run_time=run_time))
     finally:
@@ -409,9 +418,7 @@ def _run_gx(suite: Suite, db: _Scratch, docs_dir: Path, run_id: str, logical_dat
 
 
 def _gate(suite: Suite, checks: list[CheckResult], report: Path) -> tuple[bool, str]:
-    breaches = [
-        c for c in checks if c.severity == "fail" and c.unexpected_percent > suite.max_fail_percent
-    ]
+    breaches = [c for c in checks if c.severity == "fail" and c.unexpected_percent > suite.max_fail_percent]
     if not breaches:
         return True, f"{suite.name}: every fail check is within {suite.max_fail_percent}%; report {report}"
     worst = max(breaches, key=lambda c: c.unexpected_percent)
