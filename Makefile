@@ -35,7 +35,8 @@ setup: $(VENV)/.synced .env ## Install uv if missing, create .venv from the lock
 run: setup ## Generate agency data, run the whole pipeline through Airflow, print the summary
 	set -a; . ./.env; set +a; $(BIN)/zerodoc run --persons $(RUN_PERSONS) --seed $(SEED)
 
-test: setup ## All tests, against the real PostgreSQL and MariaDB (started if down)
+test: setup ## Lint, then all tests against the real PostgreSQL and MariaDB (started if down)
+	$(BIN)/ruff check dags plugins tests bench
 	set -a; . ./.env; set +a; $(BIN)/pytest
 
 lint: setup ## ruff (with Airflow rules)

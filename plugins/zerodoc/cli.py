@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -67,11 +66,11 @@ def run(
     cfg = settings()
     ds = ds or dt.datetime.now(dt.UTC).date().isoformat()
     try:
-        cfg.pseudonym_key
+        _ = cfg.pseudonym_key
     except ConfigError as exc:
         _fail(str(exc), "run `make run`, which creates .env, or export ZERODOC_PSEUDONYM_KEY")
     apply_airflow_env(cfg)
-    from zerodoc.orchestration.pipeline import run_pipeline, print_summary
+    from zerodoc.orchestration.pipeline import print_summary, run_pipeline
 
     summary = run_pipeline(cfg, persons=persons, seed=seed, ds=ds, console=console)
     print_summary(summary, cfg, console)

@@ -20,7 +20,7 @@ class Settings:
     repo: Path = REPO_ROOT
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         home = Path(os.environ.get("ZERODOC_HOME", REPO_ROOT / "var")).resolve()
         return cls(home=home)
 

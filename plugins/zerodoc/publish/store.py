@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zerodoc.config import Settings, settings as load_settings
+from zerodoc.config import Settings
+from zerodoc.config import settings as load_settings
 from zerodoc.fsutil import write_json_atomic
 
 

@@ -141,8 +141,7 @@ def read_postgres(entity: Entity, uri: str) -> Iterator[pa.RecordBatch]:
                         quoted_strings_can_be_null=False,
                     ),
                 )
-                for batch in reader:
-                    yield batch
+                yield from reader
     except psycopg.OperationalError as exc:
         raise SourceUnavailableError(f"PostgreSQL source for {entity.qualified} unavailable: {exc}") from exc
 
