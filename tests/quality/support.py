@@ -55,6 +55,16 @@ def resident(i: int, **overrides: object) -> dict:
     return row
 
 
+def make_brn(first_nine: str, *, bad_check: bool = False) -> str:
+    """A business registration number `XXX-XX-XXXXX` with a correct (or deliberately wrong) check digit."""
+    d = [int(c) for c in first_nine]
+    total = sum(x * w for x, w in zip(d, (1, 3, 7, 1, 3, 7, 1, 3, 5), strict=True)) + d[8] * 5 // 10
+    check = (10 - total % 10) % 10
+    if bad_check:
+        check = (check + 1) % 10
+    return f"{first_nine[:3]}-{first_nine[3:5]}-{first_nine[5:]}{check}"
+
+
 def write_raw(home: Path, agency: str, entity: str, ds: str, rows: list[dict], schema: pa.Schema) -> Path:
     """Write a raw partition the way the extractor does: part-0.parquet plus _manifest.json."""
     part_dir = home / "raw" / agency / entity / f"ds={ds}"
@@ -148,6 +158,7 @@ def planted_residents(n: int = 200) -> tuple[list[dict], dict[str, int]]:
         "sex_in_set": 2,
         "birth_date_valid": 1,
         "sigungu_code_format": 2,
+        "sigungu_code_exists": 2,
         "household_id_not_null": 1,
         "moved_in_date_valid": 1,
     }

@@ -61,12 +61,13 @@ def test_zones_hold_the_right_rows(residents_run) -> None:
     assert {11, 12} <= set(validated.column("resident_id").to_pylist())
 
 
-def test_row_failing_two_checks_is_quarantined_once_with_both_reasons(residents_run) -> None:
+def test_row_failing_several_checks_is_quarantined_once_with_all_reasons(residents_run) -> None:
     _, _, _, _, outcome = residents_run
     quarantine = pq.read_table(outcome.quarantine_path).to_pylist()
     twice = [r for r in quarantine if r["resident_id"] == 13]
     assert len(twice) == 1
-    assert sorted(r["expectation_id"] for r in twice[0]["_reasons"]) == ["sex_in_set", "sigungu_code_format"]
+    assert sorted(r["expectation_id"] for r in twice[0]["_reasons"]) == [
+        "sex_in_set", "sigungu_code_exists", "sigungu_code_format"]
     assert {r["severity"] for r in twice[0]["_reasons"]} == {"fail"}
     dupes = [r for r in quarantine if r["resident_id"] == 7]
     assert len(dupes) == 2
@@ -77,7 +78,7 @@ def test_summary_report_and_data_docs_are_written(residents_run) -> None:
     run_dir = home / "reports" / "validation" / outcome.run_id
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["extracted"] == 200 and summary["quarantined"] == 11 and summary["passed"] == 189
-    assert summary["suite_version"] == 1 and len(summary["suite_hash"]) == 64
+    assert summary["suite_version"] == 2 and len(summary["suite_hash"]) == 64
     assert (
         summary["data_checksum"]
         == json.loads((home / "raw/mois/residents" / f"ds={DS}" / "_manifest.json").read_text())["checksum"]

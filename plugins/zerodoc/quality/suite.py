@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from zerodoc.quality.identifiers import region_list_sql
+
 SEVERITIES = ("fail", "warn")
 
 
@@ -165,6 +167,12 @@ _CONDITIONS = {
     "expect_column_values_to_be_unique": _unique,
     "expect_column_values_to_be_valid_rrn": lambda c, kw, t: f"NOT zd_rrn_valid({c})",
     "expect_column_values_to_be_valid_yyyymmdd": lambda c, kw, t: f"NOT zd_valid_yyyymmdd({c})",
+    "expect_column_values_to_be_valid_foreign_registration_number": lambda c, kw, t: f"NOT zd_frn_valid({c})",
+    "expect_column_values_to_be_valid_business_registration_number": lambda c, kw, t: f"NOT zd_brn_valid({c})",
+    "expect_column_values_to_be_plausible_hangul_name": lambda c, kw, t: f"NOT zd_hangul_name({c})",
+    "expect_column_values_to_be_existing_region_code": lambda c, kw, t: (
+        f"{c} NOT IN {region_list_sql(kw.get('level', 'sigungu'))}"
+    ),
 }
 
 SUPPORTED_TYPES = frozenset(_CONDITIONS) | {
@@ -180,6 +188,7 @@ _ROW_KWARGS = {
     "expect_column_values_to_be_in_set": {"value_set"},
     "expect_column_values_to_not_be_in_set": {"value_set"},
     "expect_column_values_to_be_between": {"min_value", "max_value", "strict_min", "strict_max"},
+    "expect_column_values_to_be_existing_region_code": {"level"},
 }
 
 
