@@ -11,7 +11,19 @@ from zerodoc.api.app import create_app
 from zerodoc.api.consumers import add_consumer
 from zerodoc.config import REPO_ROOT, Settings
 
-from .support import income_table, publish, residence_table
+from datetime import UTC, datetime, timedelta
+
+from zerodoc.api.consent import ConsentRegistry
+from zerodoc.privacy import pseudonymize
+
+from .support import ALICE, BOB, CONSENTS, NOBODY, income_table, publish, residence_table
+
+# The default consumer per purpose and the datasets its consents cover.
+CONSENT_SCOPES = {
+    "basic_livelihood_application": ("welfare-portal", ["residence_v1", "income_v1"]),
+    "youth_leap_account_eligibility": ("youth-account-service", ["income_v1"]),
+    "crime_victim_support": ("victim-support-center", ["victim_support_eligibility_v1"]),
+}
 
 
 @pytest.fixture
@@ -29,12 +41,41 @@ def published(cfg: Settings) -> Settings:
 
 @pytest.fixture
 def keys(cfg: Settings) -> dict[str, str]:
-    return {name: add_consumer(name, cfg) for name in ("welfare-portal", "youth-account-service")}
+    out = {
+        name: add_consumer(name, cfg)
+        for name in ("welfare-portal", "youth-account-service", "victim-support-center")
+    }
+    out["citizen-portal"] = add_consumer("citizen-portal", cfg, role="citizen_service")
+    out["audit-office"] = add_consumer("audit-office", cfg, role="auditor")
+    return out
 
 
 @pytest.fixture
-def client(published: Settings, keys: dict[str, str]):
-    with TestClient(create_app(published)) as c:
+def consents(cfg: Settings):
+    """Valid consents of ALICE, BOB and NOBODY for each purpose's default consumer."""
+    registry = ConsentRegistry(cfg)
+    now = datetime.now(UTC)
+    CONSENTS.clear()
+    for subject in (ALICE, BOB, NOBODY):
+        for purpose, (consumer, datasets) in CONSENT_SCOPES.items():
+            c = registry.record(
+                subject_pseudonym=pseudonymize(subject, cfg.pseudonym_key),
+                consumer=consumer,
+                purpose=purpose,
+                datasets=datasets,
+                valid_from=now - timedelta(days=1),
+                valid_to=now + timedelta(days=30),
+                recorded_by="test",
+            )
+            CONSENTS[(subject, purpose)] = c.consent_id
+    yield registry
+    CONSENTS.clear()
+
+
+@pytest.fixture
+def client(published: Settings, keys: dict[str, str], consents):
+    # Rate limit off here: tests/api/test_abuse.py checks it with its own app.
+    with TestClient(create_app(published, rate_per_sec=0)) as c:
         yield c
 
 

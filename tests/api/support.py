@@ -81,11 +81,39 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def body(**over: str) -> dict[str, str]:
+# (subject_id, purpose) -> consent_id, filled by the `consents` fixture for the default
+# consumer of each purpose; body() picks the matching one unless a test names another.
+CONSENTS: dict[tuple[str, str], str] = {}
+NO_CONSENT = "cns_never-recorded"
+
+
+def body(**over) -> dict:
+    subject = over.get("subject_id", ALICE)
+    purpose = over.get("purpose", "basic_livelihood_application")
+    consent = CONSENTS.get((subject, purpose), NO_CONSENT) if isinstance(subject, str) else NO_CONSENT
     return {
         "evidence_type": "residence",
         "subject_id": ALICE,
         "purpose": "basic_livelihood_application",
-        "consent_id": "consent-2025-000123",
+        "consent_id": consent,
         **over,
     }
+
+
+def victim_table(key: bytes, as_of: date = date(2025, 6, 30)) -> pa.Table:
+    """A tiny stand-in for the shared victim_support_eligibility_v1 (built by another issue)."""
+    a = pseudonymize(ALICE, key)
+    inputs = json.dumps({"victim_case_id": "VC-2025-0001", "household_income_ratio": 0.42})
+    cols: dict = {"subject_pseudonym": [a]}
+    for area, eligible in (
+        ("legal_aid", True),
+        ("relief_fund", True),
+        ("emergency_livelihood", False),
+        ("employment_support", True),
+        ("financial_support", False),
+    ):
+        cols[f"{area}_eligible"] = [eligible]
+        cols[f"{area}_rule_id"] = [f"{area}.r1"]
+    cols["inputs"] = [inputs]
+    cols["as_of"] = [as_of]
+    return pa.table(cols)

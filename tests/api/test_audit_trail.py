@@ -6,7 +6,7 @@ from zerodoc.api.consumers import revoke_consumer
 from zerodoc.audit.log import verify_chain
 from zerodoc.privacy import contains_rrn, pseudonymize
 
-from .support import ALICE, BOB, NOBODY, audit_records, bearer, body
+from .support import ALICE, BOB, CONSENTS, NOBODY, audit_records, bearer, body
 
 
 def test_each_request_is_recorded_with_its_decision_and_no_raw_id(client, keys, published, audit_path):
@@ -52,7 +52,7 @@ def test_each_request_is_recorded_with_its_decision_and_no_raw_id(client, keys, 
     assert allowed["fields"] == ["sido_name", "sigungu_name", "household_size", "moved_in_on"]
     assert allowed["dataset"] == "residence_v1" and allowed["dataset_version"] == "20250630T000000"
     assert allowed["purpose"] == "basic_livelihood_application"
-    assert allowed["consent_id"] == "consent-2025-000123"
+    assert allowed["consent_id"] == CONSENTS[(ALICE, "basic_livelihood_application")]
     # A denied request still names whose data was asked for, so the citizen can see the attempt.
     assert records[3]["subject_pseudonym"] == pseudonymize(ALICE, key)
     assert records[3]["fields"] == []

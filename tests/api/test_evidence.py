@@ -92,7 +92,7 @@ def test_signature_from_another_key_fails_verification(client, keys, tmp_path):
     )
 
 
-def test_old_answers_verify_after_key_rotation(published, keys):
+def test_old_answers_verify_after_key_rotation(published, keys, consents):
     from fastapi.testclient import TestClient
 
     from zerodoc.api.app import create_app
@@ -245,7 +245,7 @@ def test_422_unknown_evidence_type_missing_fields_and_bad_consent(client, keys):
         {
             "error": {
                 "code": "unknown_evidence_type",
-                "message": "evidence_type must be one of ['income', 'residence']",
+                "message": "evidence_type must be one of ['crime_victim_support', 'income', 'residence']",
             }
         },
     )
@@ -270,7 +270,7 @@ def test_404_unknown_subject(client, keys):
     )
 
 
-def test_503_when_dataset_not_published(cfg, keys):
+def test_503_when_dataset_not_published(cfg, keys, consents):
     from fastapi.testclient import TestClient
 
     from zerodoc.api.app import create_app
@@ -288,7 +288,7 @@ def test_503_when_dataset_not_published(cfg, keys):
     )
 
 
-def test_503_when_published_data_does_not_match_its_checksum(cfg, keys):
+def test_503_when_published_data_does_not_match_its_checksum(cfg, keys, consents):
     from fastapi.testclient import TestClient
 
     from zerodoc.api.app import create_app
@@ -316,16 +316,21 @@ def test_unknown_route_and_method_use_the_envelope(client):
 def test_health_lists_current_versions_without_auth(client):
     r = client.get("/v1/health")
     assert r.status_code == 200
-    assert r.json() == {
-        "status": "ok",
-        "datasets": {
-            ds: {
-                "evidence_type": et,
-                "version": "20250630T000000",
-                "as_of": "2025-06-30",
-                "serving_version": "20250630T000000",
-                "load_error": None,
-            }
-            for et, ds in (("residence", "residence_v1"), ("income", "income_v1"))
-        },
+    datasets = {
+        ds: {
+            "evidence_type": et,
+            "version": "20250630T000000",
+            "as_of": "2025-06-30",
+            "serving_version": "20250630T000000",
+            "load_error": None,
+        }
+        for et, ds in (("residence", "residence_v1"), ("income", "income_v1"))
     }
+    datasets["victim_support_eligibility_v1"] = {
+        "evidence_type": "crime_victim_support",
+        "version": None,
+        "as_of": None,
+        "serving_version": None,
+        "load_error": None,
+    }
+    assert r.json() == {"status": "ok", "datasets": datasets}

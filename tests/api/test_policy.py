@@ -41,7 +41,14 @@ def test_repository_policy_grants_exactly_the_demo_consumers():
             "earned_income_krw",
             "total_income_krw",
         ),
+        ("victim-support-center", "victim_support_eligibility_v1", "crime_victim_support"): tuple(
+            f"{area}_{suffix}"
+            for area in ("legal_aid", "relief_fund", "emergency_livelihood", "employment_support", "financial_support")
+            for suffix in ("eligible", "rule_id")
+        )
+        + ("inputs",),
     }
+    assert policy.grants[("victim-support-center", "victim_support_eligibility_v1", "crime_victim_support")].max_age_days == 90
     assert all(p.legal_basis for p in policy.purposes.values())
     assert policy.grant_for("youth-account-service", "residence_v1", "youth_leap_account_eligibility") is None
 

@@ -3,16 +3,24 @@
 Every request under /v1/ is appended to the hash-chained audit log, and fsync'd, before its
 response is returned: in the handler for answers and handled errors, in the exception
 handlers for everything else. If the audit log cannot be written, no evidence leaves.
+
+Order of checks on every authenticated route: key -> role -> rate limit -> body size -> body
+shape -> grant -> consent -> data. A caller without rights is refused before anything about
+the subject is looked at, so 403 bodies are the same whether or not the subject exists.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,12 +29,20 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from zerodoc.api.consumers import ConsumerRegistry
-from zerodoc.api.datasets import EVIDENCE_TYPES
-from zerodoc.api.index import DatasetIndex, DatasetUnavailable
-from zerodoc.api.policy import load_policy, policy_path
+from zerodoc.api import schemas
+from zerodoc.api.consent import ConsentError, ConsentRegistry, parse_utc, utc_iso
+from zerodoc.api.consumers import NAME_PATTERN, Consumer, ConsumerRegistry
+from zerodoc.api.datasets import (
+    DATASET_COLUMNS,
+    EVIDENCE_TYPES,
+    FALLBACK_DOCUMENTS,
+    VICTIM_SUPPORT_AREAS,
+    VICTIM_SUPPORT_DATASET,
+)
+from zerodoc.api.index import DatasetIndex, DatasetUnavailable, Snapshot
+from zerodoc.api.policy import Grant, load_policy, policy_path
 from zerodoc.api.signing import load_or_create_keys
-from zerodoc.audit.log import AuditError, AuditLog
+from zerodoc.audit.log import AuditError, AuditLog, read_records, verify_chain
 from zerodoc.config import Settings
 from zerodoc.config import settings as load_settings
 from zerodoc.privacy import contains_rrn, pseudonymize
@@ -40,6 +56,9 @@ SUBJECT_ID = re.compile(r"^\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])-[1-8]\d{6}$
 PURPOSE = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
 MAX_BODY_BYTES = 4096
 NO_STORE = {"Cache-Control": "no-store"}
+DEFAULT_RATE_PER_SEC = 200.0
+DEFAULT_CONSENT_DAYS_MAX = 366 * 5
+SIGNED_ROUTES = ("/v1/evidence", "/v1/bundles/crime-victim-support")
 
 
 class ApiError(Exception):
@@ -63,42 +82,121 @@ def _bearer(request: Request) -> str | None:
     return token.strip() or None
 
 
-def _parse_body(raw: bytes) -> dict[str, str]:
-    """Validate the request body by hand: error messages must never echo the subject_id back."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(422, "invalid_request", f"request body larger than {MAX_BODY_BYTES} bytes")
+def _parse_body(raw: bytes, required: tuple[str, ...], optional: dict[str, type] | None = None) -> dict[str, Any]:
+    """Validate the request body by hand: error messages must never echo the subject_id back.
+
+    Required fields are strings; optional ones have the given type (str, list of str, int).
+    """
+    optional = optional or {}
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(422, "invalid_json", "request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_request", "request body must be a JSON object")
-    required = ("evidence_type", "subject_id", "purpose", "consent_id")
     missing = [k for k in required if k not in body]
     if missing:
         raise ApiError(422, "invalid_request", f"missing field(s): {', '.join(missing)}")
-    extra = sorted(set(body) - set(required))
+    extra = sorted(set(body) - set(required) - set(optional))
     if extra:
-        raise ApiError(422, "invalid_request", f"unknown field(s): {', '.join(extra)}")
+        # Names only if they look like field names: a key can carry an ID or an injection string.
+        shown = [k for k in extra if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", k)]
+        raise ApiError(422, "invalid_request", f"unknown field(s): {', '.join(shown) if shown else '(not shown)'}")
     not_text = [k for k in required if not isinstance(body[k], str)]
+    for k, kind in optional.items():
+        v = body.get(k)
+        if v is None:
+            continue
+        ok = (
+            (kind is str and isinstance(v, str))
+            or (kind is int and isinstance(v, int) and not isinstance(v, bool))
+            or (kind is list and isinstance(v, list) and all(isinstance(x, str) for x in v))
+        )
+        if not ok:
+            not_text.append(k)
     if not_text:
-        raise ApiError(422, "invalid_request", f"field(s) must be strings: {', '.join(not_text)}")
+        raise ApiError(422, "invalid_request", f"field(s) of the wrong type: {', '.join(not_text)}")
     return body
+
+
+def _check_purpose(purpose: str) -> None:
+    if not PURPOSE.match(purpose):
+        raise ApiError(422, "invalid_purpose", "purpose must be a lowercase snake_case purpose code")
+
+
+def _check_subject(subject_id: str) -> None:
+    if not SUBJECT_ID.match(subject_id):
+        raise ApiError(422, "invalid_subject_id", "subject_id must be a resident registration number YYMMDD-SXXXXXX")
+
+
+def _check_consent_id(consent_id: str) -> str:
+    consent_id = consent_id.strip()
+    if not consent_id or len(consent_id) > 128 or contains_rrn(consent_id):
+        raise ApiError(
+            422,
+            "invalid_consent_id",
+            "consent_id must be a non-empty consent reference of at most 128 characters "
+            "that contains no resident registration number",
+        )
+    return consent_id
+
+
+CONSENT_MESSAGES = {
+    "consent_missing": "no consent matching this subject, consumer and purpose",
+    "consent_revoked": "the consent was revoked by the subject",
+    "consent_expired": "the consent is not valid at this time",
+    "consent_scope": "the consent does not cover this dataset",
+}
+
+
+class RateLimiter:
+    """Token bucket per key holder, per server process (each worker enforces its own share)."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic):
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> float | None:
+        """None if a request may go now; else seconds until one may."""
+        if self.rate <= 0:
+            return None
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1:
+                self._buckets[key] = (tokens - 1, now)
+                return None
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / self.rate
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
 
 
 class EvidenceService:
     """Everything a request needs, built once at start: policy, keys, consumers, indexes, audit log."""
 
-    def __init__(self, cfg: Settings):
+    def __init__(self, cfg: Settings, rate_per_sec: float | None = None, burst: float | None = None):
         self.cfg = cfg
         self.pseudonym_key = cfg.pseudonym_key  # fail at start, not at the first request
         self.policy = load_policy(policy_path(cfg))
         self.keys = load_or_create_keys(cfg.state_dir)
         self.consumers = ConsumerRegistry(cfg)
-        self.audit = AuditLog(cfg.state_dir / "audit" / "evidence.log")
-        self.indexes = {
-            ds: DatasetIndex(ds, self.policy.granted_columns(ds), cfg) for ds in EVIDENCE_TYPES.values()
-        }
+        self.consents = ConsentRegistry(cfg)
+        self.audit = AuditLog(cfg.state_dir / "audit" / "evidence.log", group_commit=True)
+        rate = (
+            rate_per_sec if rate_per_sec is not None else _env_float("ZERODOC_API_RATE_PER_SEC", DEFAULT_RATE_PER_SEC)
+        )
+        burst = burst if burst is not None else _env_float("ZERODOC_API_RATE_BURST", max(1.0, rate))
+        self.limiter = RateLimiter(rate, burst)
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self.indexes = {ds: DatasetIndex(ds, self.policy.granted_columns(ds), cfg) for ds in EVIDENCE_TYPES.values()}
 
     def warm(self) -> None:
         for index in self.indexes.values():
@@ -107,9 +205,20 @@ class EvidenceService:
             except DatasetUnavailable as exc:
                 log.warning("evidence API starting without %s: %s", index.dataset, exc)
 
-    def evidence(self, request: Request, raw: bytes) -> JSONResponse:
+    # ---- the request pipeline ------------------------------------------------------------
+    def handle(
+        self,
+        request: Request,
+        raw: bytes | None,
+        roles: tuple[str, ...],
+        op: Callable[[dict[str, Any], Consumer, bytes], JSONResponse],
+    ) -> JSONResponse:
+        """Authenticate, authorise the role, rate-limit and size-check; then run op. Always audited.
+
+        raw is None when the body was larger than MAX_BODY_BYTES (it was not read further).
+        """
         # Audit context, filled in as the request is understood; written on every exit path.
-        ctx: dict[str, Any] = {"request_id": str(uuid.uuid4()), "method": "POST", "path": request.url.path}
+        ctx: dict[str, Any] = {"request_id": str(uuid.uuid4()), "method": request.method, "path": request.url.path}
         try:
             consumer = self.consumers.authenticate(_bearer(request))
             if consumer is None:
@@ -120,89 +229,56 @@ class EvidenceService:
                     {"WWW-Authenticate": "Bearer"},
                 )
             ctx["consumer"] = consumer.name
-            body = _parse_body(raw)
-            evidence_type, purpose = body["evidence_type"], body["purpose"]
-            if evidence_type not in EVIDENCE_TYPES:
+            if consumer.role not in roles:
+                raise ApiError(403, "role_not_allowed", "this API key's role may not use this endpoint")
+            wait = self.limiter.take(consumer.name)
+            if wait is not None:
                 raise ApiError(
-                    422, "unknown_evidence_type", f"evidence_type must be one of {sorted(EVIDENCE_TYPES)}"
+                    429,
+                    "rate_limited",
+                    "too many requests for this API key; retry after the time in Retry-After",
+                    {"Retry-After": str(max(1, int(wait + 0.999)))},
                 )
-            dataset = EVIDENCE_TYPES[evidence_type]
-            ctx.update(evidence_type=evidence_type, dataset=dataset)
-            if not PURPOSE.match(purpose):
-                raise ApiError(422, "invalid_purpose", "purpose must be a lowercase snake_case purpose code")
-            ctx["purpose"] = purpose
-            if not SUBJECT_ID.match(body["subject_id"]):
-                raise ApiError(
-                    422,
-                    "invalid_subject_id",
-                    "subject_id must be a resident registration number YYMMDD-SXXXXXX",
-                )
-            ctx["subject_pseudonym"] = pseudonymize(body["subject_id"], self.pseudonym_key)
-            # Consent is only checked for presence until the consent registry exists (later issue);
-            # it must not smuggle an identifier into the audit log either.
-            consent_id = body["consent_id"].strip()
-            if not consent_id or len(consent_id) > 128 or contains_rrn(consent_id):
-                raise ApiError(
-                    422,
-                    "invalid_consent_id",
-                    "consent_id must be a non-empty consent reference of at most 128 characters "
-                    "that contains no resident registration number",
-                )
-            ctx["consent_id"] = consent_id
-            grant = self.policy.grant_for(consumer.name, dataset, purpose)
-            if grant is None:
-                raise ApiError(
-                    403,
-                    "purpose_not_granted",
-                    f"consumer {consumer.name!r} is not granted {dataset} for purpose {purpose!r}",
-                )
-            try:
-                snap = self.indexes[dataset].snapshot()
-            except DatasetUnavailable as exc:
-                raise ApiError(503, "dataset_unavailable", str(exc), {"Retry-After": "60"}) from None
-            ctx["dataset_version"] = snap.version
-            row = snap.lookup(ctx["subject_pseudonym"])
-            if row is None:
-                raise ApiError(404, "subject_not_found", f"no {evidence_type} record for this subject")
-            fields = {f: row[f] for f in grant.fields}
-            evidence = {
-                "evidence_type": evidence_type,
-                "dataset": dataset,
-                "dataset_version": snap.version,
-                "as_of": snap.as_of,
-                "validation_run_ids": snap.validation_run_ids,
-                "purpose": purpose,
-                "consumer": consumer.name,
-                "subject_pseudonym": ctx["subject_pseudonym"],
-                "fields": fields,
-                "issued_at": _now(),
-            }
-            answer = {"evidence": evidence, "signature": self.keys.sign(evidence), "kid": self.keys.kid}
-            self.audit.append(**ctx, fields=list(fields), decision="allowed", status=200, reason="granted")
-            return JSONResponse(answer, headers=NO_STORE)
+            if raw is None:
+                raise ApiError(413, "body_too_large", f"request body larger than {MAX_BODY_BYTES} bytes")
+            return op(ctx, consumer, raw)
         except ApiError as err:
             return self.deny(ctx, err)
         except AuditError:
             log.exception("audit log write failed; refusing to answer")
-            return JSONResponse(
-                _error_body("audit_unavailable", "the request could not be recorded; try again later"),
-                status_code=503,
-                headers=NO_STORE,
-            )
+            return self._audit_unavailable()
         except Exception as exc:  # noqa: BLE001 - a bug must still be audited, and its text may hold the ID
-            log.error("unhandled %s in POST /v1/evidence (request %s)", type(exc).__name__, ctx["request_id"])
+            log.error("unhandled %s in %s (request %s)", type(exc).__name__, ctx["path"], ctx["request_id"])
             return self.deny(ctx, ApiError(500, "internal_error", "internal error"))
+
+    @staticmethod
+    def _audit_unavailable() -> JSONResponse:
+        return JSONResponse(
+            _error_body("audit_unavailable", "the request could not be recorded; try again later"),
+            status_code=503,
+            headers=NO_STORE,
+        )
+
+    def answer(
+        self,
+        ctx: dict[str, Any],
+        payload: dict[str, Any],
+        *,
+        status: int = 200,
+        decision: str = "allowed",
+        reason: str,
+        fields: list[str] | None = None,
+    ) -> JSONResponse:
+        """Audit, then answer: the record is durable before the response exists."""
+        self.audit.append(**ctx, fields=fields or [], decision=decision, status=status, reason=reason)
+        return JSONResponse(payload, status_code=status, headers=NO_STORE)
 
     def deny(self, ctx: dict[str, Any], err: ApiError) -> JSONResponse:
         try:
             self.audit.append(**ctx, fields=[], decision="denied", status=err.status, reason=err.code)
         except AuditError:
             log.exception("audit log write failed; refusing to answer")
-            return JSONResponse(
-                _error_body("audit_unavailable", "the request could not be recorded; try again later"),
-                status_code=503,
-                headers=NO_STORE,
-            )
+            return self._audit_unavailable()
         return JSONResponse(
             _error_body(err.code, err.message), status_code=err.status, headers={**NO_STORE, **err.headers}
         )
@@ -210,11 +286,277 @@ class EvidenceService:
     def deny_request(self, request: Request, err: ApiError) -> JSONResponse:
         """Errors raised outside our handlers (unknown route, wrong method, framework validation)."""
         if not request.url.path.startswith("/v1/"):
-            return JSONResponse(
-                _error_body(err.code, err.message), status_code=err.status, headers=err.headers
-            )
+            return JSONResponse(_error_body(err.code, err.message), status_code=err.status, headers=err.headers)
         ctx = {"request_id": str(uuid.uuid4()), "method": request.method, "path": request.url.path}
         return self.deny(ctx, err)
+
+    # ---- evidence --------------------------------------------------------------------------
+    def _authorise(
+        self, ctx: dict[str, Any], consumer: Consumer, dataset: str, body: dict[str, Any]
+    ) -> tuple[Grant, Snapshot]:
+        """Purpose, subject and consent checks shared by evidence and bundles; returns grant and data."""
+        purpose = body["purpose"]
+        _check_purpose(purpose)
+        ctx["purpose"] = purpose
+        _check_subject(body["subject_id"])
+        ctx["subject_pseudonym"] = pseudonymize(body["subject_id"], self.pseudonym_key)
+        # The consent reference must not smuggle an identifier into the audit log either.
+        consent_id = _check_consent_id(body["consent_id"])
+        ctx["consent_id"] = consent_id
+        grant = self.policy.grant_for(consumer.name, dataset, purpose)
+        if grant is None:
+            raise ApiError(
+                403,
+                "purpose_not_granted",
+                f"consumer {consumer.name!r} is not granted {dataset} for purpose {purpose!r}",
+            )
+        requested = body.get("fields")
+        if requested is not None and (not requested or not set(requested) <= set(grant.fields)):
+            raise ApiError(
+                403,
+                "field_not_granted",
+                f"requested field(s) not granted for this purpose; granted: {list(grant.fields)}",
+            )
+        refused = self.consents.check(
+            consent_id,
+            subject_pseudonym=ctx["subject_pseudonym"],
+            consumer=consumer.name,
+            purpose=purpose,
+            dataset=dataset,
+            now=self.now(),
+        )
+        if refused:
+            raise ApiError(403, refused, CONSENT_MESSAGES[refused])
+        try:
+            snap = self.indexes[dataset].snapshot()
+        except DatasetUnavailable as exc:
+            raise ApiError(503, "dataset_unavailable", str(exc), {"Retry-After": "60"}) from None
+        ctx["dataset_version"] = snap.version
+        return grant, snap
+
+    def _fallback_reason(self, grant: Grant, snap: Snapshot, pseudonym: str) -> str | None:
+        """Why this one person's evidence must come on paper, or None."""
+        if snap.is_quarantined(pseudonym):
+            return "records_quarantined"
+        if grant.max_age_days is not None:
+            if snap.as_of is None:
+                return "data_stale"
+            try:
+                as_of = date.fromisoformat(snap.as_of[:10])
+            except ValueError:
+                return "data_stale"
+            if (self.now().date() - as_of).days > grant.max_age_days:
+                return "data_stale"
+        return None
+
+    def _signed(
+        self,
+        ctx: dict[str, Any],
+        evidence: dict[str, Any],
+        *,
+        fields: list[str],
+        document: str | None = None,
+        reason: str | None = None,
+    ) -> JSONResponse:
+        answer: dict[str, Any] = {"status": evidence["status"]}
+        if document is not None:
+            answer.update(document=document, reason=reason)
+        answer.update(evidence=evidence, signature=self.keys.sign(evidence), kid=self.keys.kid)
+        if document is not None:
+            return self.answer(ctx, answer, decision="needs_document", reason=reason or "needs_document")
+        return self.answer(ctx, answer, reason="granted", fields=fields)
+
+    def _envelope(
+        self, ctx: dict[str, Any], consumer: Consumer, snap: Snapshot, evidence_type: str, purpose: str
+    ) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "evidence_type": evidence_type,
+            "dataset": snap.dataset,
+            "dataset_version": snap.version,
+            "as_of": snap.as_of,
+            "validation_run_ids": snap.validation_run_ids,
+            "purpose": purpose,
+            "consumer": consumer.name,
+            "subject_pseudonym": ctx["subject_pseudonym"],
+        }
+
+    def _needs_document(self, ctx: dict[str, Any], envelope: dict[str, Any], reason: str) -> JSONResponse:
+        document = FALLBACK_DOCUMENTS.get(envelope["dataset"], "the certificate the service normally asks for")
+        evidence = {**envelope, "status": "needs_document", "document": document, "reason": reason, "issued_at": _now()}
+        return self._signed(ctx, evidence, fields=[], document=document, reason=reason)
+
+    def evidence_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> JSONResponse:
+        body = _parse_body(raw, ("evidence_type", "subject_id", "purpose", "consent_id"), {"fields": list})
+        evidence_type = body["evidence_type"]
+        if evidence_type not in EVIDENCE_TYPES:
+            raise ApiError(422, "unknown_evidence_type", f"evidence_type must be one of {sorted(EVIDENCE_TYPES)}")
+        dataset = EVIDENCE_TYPES[evidence_type]
+        ctx.update(evidence_type=evidence_type, dataset=dataset)
+        grant, snap = self._authorise(ctx, consumer, dataset, body)
+        envelope = self._envelope(ctx, consumer, snap, evidence_type, body["purpose"])
+        fallback = self._fallback_reason(grant, snap, ctx["subject_pseudonym"])
+        if fallback:
+            return self._needs_document(ctx, envelope, fallback)
+        row = snap.lookup(ctx["subject_pseudonym"])
+        if row is None:
+            raise ApiError(404, "subject_not_found", f"no {evidence_type} record for this subject")
+        wanted = body.get("fields") or grant.fields
+        fields = {f: row[f] for f in grant.fields if f in wanted}
+        evidence = {**envelope, "fields": fields, "issued_at": _now()}
+        return self._signed(ctx, evidence, fields=list(fields))
+
+    def bundle_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> JSONResponse:
+        body = _parse_body(raw, ("subject_id", "purpose", "consent_id"))
+        dataset = VICTIM_SUPPORT_DATASET
+        ctx.update(evidence_type="crime_victim_support_bundle", dataset=dataset)
+        grant, snap = self._authorise(ctx, consumer, dataset, body)
+        envelope = self._envelope(ctx, consumer, snap, "crime_victim_support_bundle", body["purpose"])
+        fallback = self._fallback_reason(grant, snap, ctx["subject_pseudonym"])
+        if fallback:
+            return self._needs_document(ctx, envelope, fallback)
+        row = snap.lookup(ctx["subject_pseudonym"])
+        if row is None:
+            raise ApiError(404, "subject_not_found", "no crime-victim support record for this subject")
+        granted = set(grant.fields)
+        areas: dict[str, Any] = {}
+        for area, (eligible_col, rule_col) in VICTIM_SUPPORT_AREAS.items():
+            if eligible_col in granted:
+                areas[area] = {
+                    "eligible": row[eligible_col],
+                    "rule_id": row.get(rule_col) if rule_col in granted else None,
+                }
+        evidence = {**envelope, "areas": areas}
+        if "inputs" in granted:
+            try:
+                evidence["inputs"] = json.loads(row["inputs"]) if row["inputs"] is not None else None
+            except (TypeError, ValueError):
+                evidence["inputs"] = row["inputs"]
+        evidence["issued_at"] = _now()
+        returned = [c for c in DATASET_COLUMNS[dataset] if c in granted]
+        return self._signed(ctx, evidence, fields=returned)
+
+    # ---- consent (citizen-service role) ----------------------------------------------------
+    def consent_record_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> JSONResponse:
+        body = _parse_body(
+            raw,
+            ("subject_id", "consumer", "purpose", "valid_to"),
+            {"datasets": list, "valid_from": str},
+        )
+        if "datasets" not in body or body["datasets"] is None:
+            raise ApiError(422, "invalid_request", "missing field(s): datasets")
+        _check_subject(body["subject_id"])
+        ctx["subject_pseudonym"] = pseudonymize(body["subject_id"], self.pseudonym_key)
+        _check_purpose(body["purpose"])
+        if body["purpose"] not in self.policy.purposes:
+            raise ApiError(422, "unknown_purpose", "purpose is not declared in the access policy")
+        ctx["purpose"] = body["purpose"]
+        if not NAME_PATTERN.match(body["consumer"]):
+            raise ApiError(422, "invalid_consumer", "consumer must be a consumer name (lowercase letters, digits, '-')")
+        datasets = body["datasets"]
+        if not datasets or len(datasets) > 16 or any(d not in DATASET_COLUMNS for d in datasets):
+            raise ApiError(422, "invalid_datasets", f"datasets must be 1-16 of {sorted(DATASET_COLUMNS)}")
+        now = self.now()
+        try:
+            valid_from = parse_utc(body["valid_from"]) if body.get("valid_from") else now
+            valid_to = parse_utc(body["valid_to"])
+        except (ConsentError, ValueError):
+            raise ApiError(422, "invalid_validity", "valid_from/valid_to must be ISO 8601 with a UTC offset") from None
+        if valid_to <= max(valid_from, now) or (valid_to - valid_from).days > DEFAULT_CONSENT_DAYS_MAX:
+            raise ApiError(422, "invalid_validity", "valid_to must be in the future and within 5 years of valid_from")
+        consent = self.consents.record(
+            subject_pseudonym=ctx["subject_pseudonym"],
+            consumer=body["consumer"],
+            purpose=body["purpose"],
+            datasets=datasets,
+            valid_from=valid_from,
+            valid_to=valid_to,
+            recorded_by=consumer.name,
+        )
+        ctx["consent_id"] = consent.consent_id
+        return self.answer(ctx, _consent_json(consent), status=201, reason="consent_recorded")
+
+    def consent_revoke_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> JSONResponse:
+        body = _parse_body(raw, ("consent_id", "subject_id"))
+        _check_subject(body["subject_id"])
+        ctx["subject_pseudonym"] = pseudonymize(body["subject_id"], self.pseudonym_key)
+        ctx["consent_id"] = _check_consent_id(body["consent_id"])
+        try:
+            consent = self.consents.revoke(ctx["consent_id"], ctx["subject_pseudonym"])
+        except ConsentError:
+            raise ApiError(404, "consent_not_found", "no such consent for this subject") from None
+        return self.answer(ctx, _consent_json(consent), reason="consent_revoked")
+
+    # ---- access log and chain check ---------------------------------------------------------
+    def access_log_search_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> JSONResponse:
+        body = _parse_body(
+            raw,
+            (),
+            {"subject_id": str, "consumer": str, "decision": str, "since": str, "until": str, "limit": int},
+        )
+        return self._access_log(ctx, consumer, body)
+
+    def access_log_query_op(self, ctx: dict[str, Any], consumer: Consumer, query: dict[str, str]) -> JSONResponse:
+        allowed = {"consumer", "decision", "since", "until", "limit"}
+        if set(query) - allowed:
+            raise ApiError(422, "invalid_request", f"query parameters allowed: {sorted(allowed)}")
+        body: dict[str, Any] = dict(query)
+        if "limit" in body:
+            try:
+                body["limit"] = int(body["limit"])
+            except ValueError:
+                raise ApiError(422, "invalid_request", "limit must be a whole number") from None
+        return self._access_log(ctx, consumer, body)
+
+    def _access_log(self, ctx: dict[str, Any], consumer: Consumer, body: dict[str, Any]) -> JSONResponse:
+        subject = None
+        if body.get("subject_id") is not None:
+            _check_subject(body["subject_id"])
+            subject = pseudonymize(body["subject_id"], self.pseudonym_key)
+            ctx["subject_pseudonym"] = subject
+        if consumer.role == "citizen_service" and (
+            subject is None or any(body.get(k) is not None for k in ("consumer", "decision"))
+        ):
+            raise ApiError(
+                422, "invalid_request", "the citizen service searches by subject_id (and optional since/until) only"
+            )
+        limit = body.get("limit") or 100
+        if not 1 <= limit <= 1000:
+            raise ApiError(422, "invalid_request", "limit must be between 1 and 1000")
+        if body.get("decision") not in (None, "allowed", "denied", "needs_document"):
+            raise ApiError(422, "invalid_request", "decision must be allowed, denied or needs_document")
+        try:
+            since = utc_iso(parse_utc(body["since"])) if body.get("since") else None
+            until = utc_iso(parse_utc(body["until"])) if body.get("until") else None
+        except (ConsentError, ValueError):
+            raise ApiError(422, "invalid_request", "since/until must be ISO 8601 with a UTC offset") from None
+        entries = []
+        for rec in read_records(self.audit.path):
+            if subject is not None and rec.get("subject_pseudonym") != subject:
+                continue
+            if consumer.role == "citizen_service" and rec.get("path") not in SIGNED_ROUTES:
+                continue  # who looked at the citizen's data, not the consent bookkeeping
+            if body.get("consumer") is not None and rec.get("consumer") != body["consumer"]:
+                continue
+            if body.get("decision") is not None and rec.get("decision") != body["decision"]:
+                continue
+            ts = str(rec.get("ts", ""))
+            if (since and ts < since) or (until and ts >= until):
+                continue
+            entries.append({k: rec.get(k) for k in schemas.AccessLogEntry.model_fields})
+        entries = entries[-limit:][::-1]  # newest first
+        return self.answer(ctx, {"entries": entries}, reason="access_log")
+
+    def audit_verify_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> JSONResponse:
+        result = verify_chain(self.audit.path)
+        payload = {
+            "ok": result.ok,
+            "records": result.records,
+            "first_bad_seq": result.first_bad_seq,
+            "message": result.message,
+            "head_hash": result.head_hash,
+        }
+        return self.answer(ctx, payload, reason="audit_verify")
 
     def health(self) -> dict[str, Any]:
         """Published (CURRENT) and served version per dataset; they differ while a new one loads."""
@@ -232,10 +574,42 @@ class EvidenceService:
         return {"status": "ok", "datasets": datasets}
 
 
-def create_app(cfg: Settings | None = None) -> FastAPI:
-    """Build the evidence API. Fails at start on a bad policy file or a missing pseudonym key."""
+def _consent_json(consent: Any) -> dict[str, Any]:
+    return {
+        "consent_id": consent.consent_id,
+        "consumer": consent.consumer,
+        "purpose": consent.purpose,
+        "datasets": list(consent.datasets),
+        "valid_from": consent.valid_from,
+        "valid_to": consent.valid_to,
+        "revoked_at": consent.revoked_at,
+    }
+
+
+async def _read_capped(request: Request) -> bytes | None:
+    """The body, or None once it exceeds MAX_BODY_BYTES (the rest is not read into memory)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    cfg: Settings | None = None, *, rate_per_sec: float | None = None, burst: float | None = None
+) -> FastAPI:
+    """Build the evidence API. Fails at start on a bad policy file or a missing pseudonym key.
+
+    Rate limit per key holder and process: ZERODOC_API_RATE_PER_SEC (default 200/s) with a
+    burst of ZERODOC_API_RATE_BURST (default one second's worth); 0 disables it.
+    """
     cfg = cfg or load_settings()
-    service = EvidenceService(cfg)
+    service = EvidenceService(cfg, rate_per_sec=rate_per_sec, burst=burst)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -250,12 +624,102 @@ def create_app(cfg: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = service
+    secured = [{"bearerAuth": []}]
 
-    @app.post("/v1/evidence")
-    async def post_evidence(request: Request) -> JSONResponse:
-        raw = await request.body()
-        # Sync work (file lock, fsync, index load) goes to the thread pool, off the event loop.
-        return await run_in_threadpool(service.evidence, request, raw)
+    def route(roles: tuple[str, ...], op: Callable[..., JSONResponse]):
+        async def handler(request: Request) -> JSONResponse:
+            raw = await _read_capped(request)
+            # Sync work (lookups, SQLite, audit fsync) goes to the thread pool, off the event loop.
+            return await run_in_threadpool(service.handle, request, raw, roles, op)
+
+        return handler
+
+    def post(path: str, roles: tuple[str, ...], op, model, response, summary: str, status: int = 200):
+        app.add_api_route(
+            path,
+            route(roles, op),
+            methods=["POST"],
+            summary=summary,
+            status_code=status,
+            responses={status: {"model": response, "description": "Answer"}, **schemas.ERRORS},
+            openapi_extra={**schemas.body_schema(model), "security": secured},
+            response_class=JSONResponse,
+        )
+
+    post(
+        "/v1/evidence",
+        ("consumer",),
+        service.evidence_op,
+        schemas.EvidenceRequest,
+        schemas.SignedAnswer,
+        "Signed, purpose-bound evidence about one consenting subject (or needs_document)",
+    )
+    post(
+        "/v1/bundles/crime-victim-support",
+        ("consumer",),
+        service.bundle_op,
+        schemas.BundleRequest,
+        schemas.SignedAnswer,
+        "All crime-victim support areas in one signed answer",
+    )
+    post(
+        "/v1/consents",
+        ("citizen_service",),
+        service.consent_record_op,
+        schemas.ConsentRequest,
+        schemas.ConsentAnswer,
+        "Record a citizen's consent (citizen-service role)",
+        status=201,
+    )
+    post(
+        "/v1/consents/revoke",
+        ("citizen_service",),
+        service.consent_revoke_op,
+        schemas.ConsentRevokeRequest,
+        schemas.ConsentAnswer,
+        "Revoke a citizen's consent (citizen-service role)",
+    )
+    post(
+        "/v1/access-log/search",
+        ("citizen_service", "auditor"),
+        service.access_log_search_op,
+        schemas.AccessLogSearch,
+        schemas.AccessLogAnswer,
+        "Who looked at a subject's data, when, why and with what result (citizen service, auditor)",
+    )
+
+    @app.get(
+        "/v1/access-log",
+        summary="Audit log entries filtered by consumer, decision and time (auditor role)",
+        responses={200: {"model": schemas.AccessLogAnswer, "description": "Answer"}, **schemas.ERRORS},
+        openapi_extra={
+            "security": secured,
+            "parameters": [
+                {"name": n, "in": "query", "required": False, "schema": sch}
+                for n, sch in (
+                    ("consumer", {"type": "string"}),
+                    ("decision", {"type": "string", "enum": ["allowed", "denied", "needs_document"]}),
+                    ("since", {"type": "string"}),
+                    ("until", {"type": "string"}),
+                    ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                )
+            ],
+        },
+    )
+    async def access_log(request: Request) -> JSONResponse:
+        query = dict(request.query_params)
+        return await run_in_threadpool(
+            service.handle, request, b"", ("auditor",), lambda ctx, c, _raw: service.access_log_query_op(ctx, c, query)
+        )
+
+    @app.get(
+        "/v1/audit/verify",
+        summary="Check the audit log's hash chain (auditor role)",
+        responses={200: {"model": schemas.VerifyAnswer, "description": "Answer"}, **schemas.ERRORS},
+        openapi_extra={"security": secured},
+    )
+    async def audit_verify(request: Request) -> JSONResponse:
+        return await run_in_threadpool(service.handle, request, b"", ("auditor",), service.audit_verify_op)
 
     @app.get("/v1/health")
     def health() -> JSONResponse:
@@ -266,6 +730,10 @@ def create_app(cfg: Settings | None = None) -> FastAPI:
             return JSONResponse(_error_body("audit_unavailable", "audit log unavailable"), status_code=503)
         return JSONResponse(service.health())
 
+    @app.get("/livez", summary="Liveness: a constant answer, no authentication, not audited")
+    async def livez() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
     @app.get("/.well-known/jwks.json")
     def jwks() -> JSONResponse:
         return JSONResponse(service.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
@@ -274,18 +742,30 @@ def create_app(cfg: Settings | None = None) -> FastAPI:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         err = ApiError(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
-        return service.deny_request(request, err)
+        return await run_in_threadpool(service.deny_request, request, err)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Field locations only: pydantic's messages can carry the rejected input, i.e. an ID.
         where = sorted({".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()})
         err = ApiError(422, "invalid_request", f"invalid request at: {', '.join(where)}")
-        return service.deny_request(request, err)
+        return await run_in_threadpool(service.deny_request, request, err)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-        return service.deny_request(request, ApiError(500, "internal_error", "internal error"))
+        return await run_in_threadpool(service.deny_request, request, ApiError(500, "internal_error", "internal error"))
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            doc.setdefault("components", {})["securitySchemes"] = {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "API key (zdk_...)"}
+            }
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

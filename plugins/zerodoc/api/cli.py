@@ -6,9 +6,7 @@ import typer
 
 from zerodoc.api.consumers import ConsumerError, add_consumer, list_consumers, revoke_consumer
 
-consumer_app = typer.Typer(
-    help="API keys of consuming services (only hashes are stored).", no_args_is_help=True
-)
+consumer_app = typer.Typer(help="API keys of consuming services (only hashes are stored).", no_args_is_help=True)
 
 
 @consumer_app.command("add")
@@ -51,6 +49,4 @@ def serve(
     import uvicorn
 
     # The access log records method and path only; subject IDs travel in POST bodies, never in URLs.
-    uvicorn.run(
-        "zerodoc.api.app:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=False
-    )
+    uvicorn.run("zerodoc.api.app:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=False)

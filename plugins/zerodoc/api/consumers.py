@@ -1,5 +1,9 @@
 """API keys of consuming services: only a SHA-256 of each key is stored, in state/consumers.json.
 
+Each key holder has a role: ``consumer`` (asks for evidence), ``citizen_service`` (the
+citizen-facing service: records and revokes consent, reads a citizen's access log) or
+``auditor`` (reads the whole access log and checks the chain). A key works for its role only.
+
 Why SHA-256 and not scrypt/argon2: keys are 256-bit random tokens we generate, so a stolen
 hash cannot be brute-forced whatever the hash speed; slow KDFs protect low-entropy
 passwords and would add tens of milliseconds of CPU to every request.
@@ -28,6 +32,7 @@ from zerodoc.fsutil import write_json_atomic
 
 KEY_PREFIX = "zdk_"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+ROLES = ("consumer", "citizen_service", "auditor")
 
 
 class ConsumerError(ValueError):
@@ -39,6 +44,8 @@ class Consumer:
     name: str
     created_at: str
     revoked_at: str | None = None
+    role: str = "consumer"
+    rotated_at: str | None = None
 
     @property
     def active(self) -> bool:
@@ -77,15 +84,15 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def add_consumer(name: str, cfg: Settings | None = None) -> str:
+def add_consumer(name: str, cfg: Settings | None = None, role: str = "consumer") -> str:
     """Register a consuming service; return its API key. The key is shown once and not stored.
 
     Adding a revoked consumer again issues it a new key (the old one stays dead).
     """
+    if role not in ROLES:
+        raise ConsumerError(f"role {role!r} must be one of {list(ROLES)}")
     if not NAME_PATTERN.match(name):
-        raise ConsumerError(
-            f"consumer name {name!r} must be 2-63 characters of lowercase letters, digits and '-'"
-        )
+        raise ConsumerError(f"consumer name {name!r} must be 2-63 characters of lowercase letters, digits and '-'")
     path = consumers_path(cfg)
     with _locked(path):
         doc = _read(path)
@@ -93,7 +100,29 @@ def add_consumer(name: str, cfg: Settings | None = None) -> str:
         if existing and existing.get("revoked_at") is None:
             raise ConsumerError(f"consumer {name!r} already exists; revoke it first to issue a new key")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        doc["consumers"][name] = {"key_sha256": hash_key(key), "created_at": _now(), "revoked_at": None}
+        doc["consumers"][name] = {
+            "key_sha256": hash_key(key),
+            "created_at": _now(),
+            "revoked_at": None,
+            "role": role,
+        }
+        write_json_atomic(path, doc)
+    return key
+
+
+def rotate_consumer(name: str, cfg: Settings | None = None) -> str:
+    """Issue an active consumer a new key; the old key stops working at once. Return the new key."""
+    path = consumers_path(cfg)
+    with _locked(path):
+        doc = _read(path)
+        entry = doc["consumers"].get(name)
+        if entry is None:
+            raise ConsumerError(f"no consumer named {name!r}")
+        if entry.get("revoked_at") is not None:
+            raise ConsumerError(f"consumer {name!r} is revoked; add it again to issue a new key")
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        entry["key_sha256"] = hash_key(key)
+        entry["rotated_at"] = _now()
         write_json_atomic(path, doc)
     return key
 
@@ -112,9 +141,11 @@ def revoke_consumer(name: str, cfg: Settings | None = None) -> None:
 
 def list_consumers(cfg: Settings | None = None) -> list[Consumer]:
     doc = _read(consumers_path(cfg))
-    return [
-        Consumer(name, e["created_at"], e.get("revoked_at")) for name, e in sorted(doc["consumers"].items())
-    ]
+    return [_consumer(name, e) for name, e in sorted(doc["consumers"].items())]
+
+
+def _consumer(name: str, e: dict[str, Any]) -> Consumer:
+    return Consumer(name, e["created_at"], e.get("revoked_at"), e.get("role", "consumer"), e.get("rotated_at"))
 
 
 class ConsumerRegistry:
@@ -139,10 +170,7 @@ class ConsumerRegistry:
         with self._lock:
             if stamp != self._stamp:
                 doc = _read(self.path)
-                self._entries = [
-                    (name, e["key_sha256"], Consumer(name, e["created_at"], e.get("revoked_at")))
-                    for name, e in doc["consumers"].items()
-                ]
+                self._entries = [(name, e["key_sha256"], _consumer(name, e)) for name, e in doc["consumers"].items()]
                 self._stamp = stamp
             return self._entries
 

@@ -10,6 +10,21 @@ from __future__ import annotations
 EVIDENCE_TYPES: dict[str, str] = {
     "residence": "residence_v1",
     "income": "income_v1",
+    "crime_victim_support": "victim_support_eligibility_v1",
+}
+
+# The paper document a consumer asks the citizen for when we cannot answer for that person.
+FALLBACK_DOCUMENTS: dict[str, str] = {
+    "residence_v1": "resident registration certificate (주민등록표 등본)",
+    "income_v1": "income certificate (소득금액증명)",
+    "victim_support_eligibility_v1": "crime victim confirmation (범죄피해자 확인서)",
+}
+
+# The one-stop crime-victim bundle: support area -> (eligibility column, rule id column).
+VICTIM_SUPPORT_DATASET = "victim_support_eligibility_v1"
+VICTIM_SUPPORT_AREAS: dict[str, tuple[str, str]] = {
+    area: (f"{area}_eligible", f"{area}_rule_id")
+    for area in ("legal_aid", "relief_fund", "emergency_livelihood", "employment_support", "financial_support")
 }
 
 KEY_COLUMN = "subject_pseudonym"
@@ -35,6 +50,12 @@ DATASET_COLUMNS: dict[str, tuple[str, ...]] = {
         "other_income_krw",
         "total_income_krw",
         "filed_on",
+        "as_of",
+    ),
+    "victim_support_eligibility_v1": (
+        "subject_pseudonym",
+        *(c for cols in VICTIM_SUPPORT_AREAS.values() for c in cols),
+        "inputs",
         "as_of",
     ),
 }

@@ -12,6 +12,12 @@ codes; 4-8 B each). Measured at 10M subjects on 2 vCPUs with the demo policy: re
 and spilling to state/tmp, plus the Arrow result); ~50 us per lookup. That is per worker
 process, and a new version is loaded beside the old one before the swap.
 
+Per-person paper fallback: with each version we also load the pseudonyms of subjects whose
+records for the dataset's inputs (config/datasets.yml) sit in the quarantine zone for the
+version's `published_for` date. The dataset may hold nothing, or only part, for them; the API
+answers "needs_document" for those people only. Rows without an ID column (households) mark
+every resident registered in that household.
+
 Freshness: each lookup stats CURRENT.json (one syscall); when it changed and names another
 version (publish or rollback), that version is loaded in the background and swapped in
 (see DatasetIndex). Published versions are immutable, so nothing else can make it stale.
@@ -23,7 +29,7 @@ import hashlib
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +38,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from zerodoc.api.datasets import KEY_COLUMN, LATEST_BY
 from zerodoc.config import Settings
@@ -55,23 +62,92 @@ class Snapshot:
     validation_run_ids: list[str]
     keys: np.ndarray  # dtype S32, sorted
     table: pa.Table  # row i belongs to keys[i]
+    quarantined: np.ndarray = field(default_factory=lambda: np.array([], dtype=f"S{KEY_BYTES}"))  # sorted
+    published_for: str | None = None
+
+    def is_quarantined(self, pseudonym: str) -> bool:
+        return _contains(self.quarantined, pseudonym)
 
     def lookup(self, pseudonym: str) -> dict[str, Any] | None:
-        try:
-            needle = bytes.fromhex(pseudonym)
-        except ValueError:
-            return None
-        if len(needle) != KEY_BYTES or len(self.keys) == 0:
-            return None
-        i = int(np.searchsorted(self.keys, needle))
-        # numpy strips trailing NUL bytes from S-dtype items: pad back before comparing.
-        if i >= len(self.keys) or self.keys[i].ljust(KEY_BYTES, b"\0") != needle:
+        i = _position(self.keys, pseudonym)
+        if i is None:
             return None
         row = self.table.slice(i, 1).to_pylist()[0]
         return {k: _jsonable(v) for k, v in row.items()}
 
     def footprint_bytes(self) -> int:
         return int(self.keys.nbytes) + int(self.table.nbytes)
+
+
+def _position(keys: np.ndarray, pseudonym: str) -> int | None:
+    try:
+        needle = bytes.fromhex(pseudonym)
+    except ValueError:
+        return None
+    if len(needle) != KEY_BYTES or len(keys) == 0:
+        return None
+    i = int(np.searchsorted(keys, needle))
+    # numpy strips trailing NUL bytes from S-dtype items: pad back before comparing.
+    if i >= len(keys) or keys[i].ljust(KEY_BYTES, b"\0") != needle:
+        return None
+    return i
+
+
+def _contains(keys: np.ndarray, pseudonym: str) -> bool:
+    return _position(keys, pseudonym) is not None
+
+
+def _keys_array(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    col = col.cast(pa.binary(KEY_BYTES))
+    if len(col) == 0:
+        return np.array([], dtype=f"S{KEY_BYTES}")
+    return np.frombuffer(col.buffers()[1], dtype=f"S{KEY_BYTES}")[: len(col)].copy()
+
+
+def quarantined_pseudonyms(dataset: str, published_for: str | None, cfg: Settings) -> np.ndarray:
+    """Sorted pseudonyms of subjects with quarantined input records for this version's date."""
+    from zerodoc.catalog import datasets
+    from zerodoc.privacy import duckdb_macro_sql
+
+    empty = np.array([], dtype=f"S{KEY_BYTES}")
+    spec = datasets().get(dataset)
+    if spec is None or not published_for:
+        return empty
+    parts: list[str] = []
+    for qualified in spec.inputs:
+        agency, entity = qualified.split(".", 1)
+        path = cfg.quarantine_dir / agency / entity / f"ds={published_for}" / "part-0.parquet"
+        if not path.exists():
+            continue
+        cols = set(pq.read_schema(path).names)
+        src = f"read_parquet({_sql_literal(str(path))})"
+        if "rrn" in cols:
+            parts.append(f"SELECT zd_pseudonym(rrn) AS p FROM {src} WHERE rrn IS NOT NULL")
+        elif "household_id" in cols:
+            residents = [
+                cfg.validated_dir / agency / "residents" / f"ds={published_for}" / "part-0.parquet",
+                cfg.quarantine_dir / agency / "residents" / f"ds={published_for}" / "part-0.parquet",
+            ]
+            for r in (r for r in residents if r.exists()):
+                parts.append(
+                    f"SELECT zd_pseudonym(rrn) AS p FROM read_parquet({_sql_literal(str(r))}) "
+                    f"WHERE rrn IS NOT NULL AND household_id IN (SELECT household_id FROM {src})"
+                )
+    if not parts:
+        return empty
+    con = duckdb.connect(config={"enable_progress_bar": False})
+    try:
+        con.execute(duckdb_macro_sql(cfg.pseudonym_key))
+        table = con.sql(
+            f"SELECT DISTINCT unhex(p) AS k FROM ({' UNION ALL '.join(parts)}) WHERE p IS NOT NULL ORDER BY k"
+        ).to_arrow_table()
+    except duckdb.Error as exc:
+        raise DatasetUnavailable(f"{dataset}: cannot read quarantine for {published_for}: {exc}") from exc
+    finally:
+        con.close()
+    return _keys_array(table.column("k"))
 
 
 def _jsonable(value: Any) -> Any:
@@ -93,7 +169,10 @@ def _sql_literal(text: str) -> str:
 
 
 def load_snapshot(
-    version: store.PublishedVersion, columns: tuple[str, ...], spill_dir: Path | None = None
+    version: store.PublishedVersion,
+    columns: tuple[str, ...],
+    spill_dir: Path | None = None,
+    cfg: Settings | None = None,
 ) -> Snapshot:
     meta = version.metadata
     expected = str(meta.get("checksum") or "").removeprefix("sha256:")
@@ -104,11 +183,7 @@ def load_snapshot(
         )
     selected = ", ".join(f'"{c}"' for c in columns)
     latest = LATEST_BY.get(version.dataset)
-    dedupe = (
-        f'QUALIFY row_number() OVER (PARTITION BY "{KEY_COLUMN}" ORDER BY "{latest}" DESC) = 1'
-        if latest
-        else ""
-    )
+    dedupe = f'QUALIFY row_number() OVER (PARTITION BY "{KEY_COLUMN}" ORDER BY "{latest}" DESC) = 1' if latest else ""
     query = (
         f'SELECT unhex("{KEY_COLUMN}") AS _key{", " + selected if selected else ""} '
         f"FROM read_parquet({_sql_literal(str(version.data_path))}) "
@@ -124,19 +199,22 @@ def load_snapshot(
             con.sql(f"SET memory_limit = '{SORT_MEMORY_LIMIT}'")
         table = con.sql(query).to_arrow_table()
     except duckdb.Error as exc:
-        raise DatasetUnavailable(
-            f"{version.dataset} version {version.version}: cannot read data: {exc}"
-        ) from exc
+        raise DatasetUnavailable(f"{version.dataset} version {version.version}: cannot read data: {exc}") from exc
     finally:
         con.close()
-    key_col = table.column("_key").combine_chunks().cast(pa.binary(KEY_BYTES))
-    keys = np.frombuffer(key_col.buffers()[1], dtype=f"S{KEY_BYTES}")[: len(key_col)].copy()
+    keys = _keys_array(table.column("_key"))
     table = table.drop_columns(["_key"]).combine_chunks()
     for name in table.column_names:
         col = table.column(name)
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             table = table.set_column(table.column_names.index(name), name, pc.dictionary_encode(col))
     runs = meta.get("validation_runs") or []
+    published_for = None if meta.get("published_for") is None else str(meta["published_for"])
+    quarantined = (
+        quarantined_pseudonyms(version.dataset, published_for, cfg)
+        if cfg is not None
+        else np.array([], dtype=f"S{KEY_BYTES}")
+    )
     return Snapshot(
         dataset=version.dataset,
         version=version.version,
@@ -144,6 +222,8 @@ def load_snapshot(
         validation_run_ids=[str(r) for r in runs],
         keys=keys,
         table=table,
+        quarantined=quarantined,
+        published_for=published_for,
     )
 
 
@@ -178,7 +258,7 @@ class DatasetIndex:
         return self._failed[1] if self._failed else None
 
     def _load(self, version: store.PublishedVersion) -> Snapshot:
-        return load_snapshot(version, self.columns, spill_dir=self.cfg.state_dir / "tmp")
+        return load_snapshot(version, self.columns, spill_dir=self.cfg.state_dir / "tmp", cfg=self.cfg)
 
     def snapshot(self) -> Snapshot:
         try:
@@ -202,9 +282,7 @@ class DatasetIndex:
             except store.NotPublishedError as exc:
                 raise DatasetUnavailable(str(exc)) from exc
             except (OSError, ValueError, KeyError) as exc:
-                raise DatasetUnavailable(
-                    f"dataset {self.dataset}: unreadable current version: {exc}"
-                ) from exc
+                raise DatasetUnavailable(f"dataset {self.dataset}: unreadable current version: {exc}") from exc
             if snap is not None and snap.version == version.version:
                 self._stamp = stamp
                 return snap

@@ -37,6 +37,7 @@ class Grant:
     dataset: str
     purpose: Purpose
     fields: tuple[str, ...]
+    max_age_days: int | None = None  # older published data -> needs_document, not evidence
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,7 @@ def _fail(path: Path, where: str, problem: str) -> PolicyError:
     return PolicyError(f"{path}: {where}: {problem}")
 
 
-def _expect_keys(
-    path: Path, where: str, obj: Any, required: set[str], optional: frozenset[str] = frozenset()
-) -> None:
+def _expect_keys(path: Path, where: str, obj: Any, required: set[str], optional: frozenset[str] = frozenset()) -> None:
     if not isinstance(obj, dict):
         raise _fail(path, where, "must be a mapping")
     missing = required - obj.keys()
@@ -98,7 +97,7 @@ def parse_policy(doc: Any, path: Path) -> AccessPolicy:
         raise _fail(path, "grants", "must be a list")
     for i, spec in enumerate(doc["grants"], start=1):
         where = f"grant #{i}"
-        _expect_keys(path, where, spec, {"consumer", "dataset", "purpose", "fields"})
+        _expect_keys(path, where, spec, {"consumer", "dataset", "purpose", "fields"}, frozenset({"max_age_days"}))
         consumer, dataset, purpose, fields = (spec[k] for k in ("consumer", "dataset", "purpose", "fields"))
         where = f"grant #{i} ({consumer} / {dataset} / {purpose})"
         if not isinstance(consumer, str) or not NAME_PATTERN.match(consumer):
@@ -117,10 +116,11 @@ def parse_policy(doc: Any, path: Path) -> AccessPolicy:
             raise _fail(path, where, "a field is listed twice")
         key = (consumer, dataset, purpose)
         if key in grants:
-            raise _fail(
-                path, where, "duplicate grant: this consumer, dataset and purpose are already granted"
-            )
-        grants[key] = Grant(consumer, dataset, purposes[purpose], tuple(fields))
+            raise _fail(path, where, "duplicate grant: this consumer, dataset and purpose are already granted")
+        max_age = spec.get("max_age_days")
+        if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 1):
+            raise _fail(path, where, "max_age_days must be a positive whole number of days")
+        grants[key] = Grant(consumer, dataset, purposes[purpose], tuple(fields), max_age)
     return AccessPolicy(path=path, purposes=purposes, grants=grants)
 
 
@@ -132,9 +132,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 

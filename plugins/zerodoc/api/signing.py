@@ -136,9 +136,7 @@ def verify_evidence(answer: dict[str, Any], jwks: dict[str, Any]) -> bool:
         if payload_b64:  # must be detached: the signed bytes are the evidence we were given
             return False
         keys = KeySet.import_key_set(jwks)
-        obj = jws.deserialize_compact(
-            signature, keys, algorithms=ACCEPTED_ALGS, payload=canonical_bytes(evidence)
-        )
+        obj = jws.deserialize_compact(signature, keys, algorithms=ACCEPTED_ALGS, payload=canonical_bytes(evidence))
         kid = answer.get("kid")
         return kid is None or obj.headers().get("kid") == kid
     except (JoseError, KeyError, TypeError, ValueError, AttributeError):
