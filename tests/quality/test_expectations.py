@@ -162,8 +162,13 @@ def test_duckdb_macros_match_python() -> None:
 
 def test_brn_macro_exhaustive_over_check_digits() -> None:
     con = _duck()
-    values = [f"{a:03d}-{b:02d}-{c:04d}{d}" for a in (0, 124, 999) for b in (0, 81) for c in range(0, 10000, 37)
-              for d in range(10)]
+    values = [
+        f"{a:03d}-{b:02d}-{c:04d}{d}"
+        for a in (0, 124, 999)
+        for b in (0, 81)
+        for c in range(0, 10000, 37)
+        for d in range(10)
+    ]
     rows = con.execute("SELECT x, zd_brn_valid(x) FROM unnest(?::VARCHAR[]) t(x)", [values]).fetchall()
     assert [(v, ok) for v, ok in rows if ok != is_valid_brn(v)] == []
     assert sum(ok for _, ok in rows) == len(values) // 10
@@ -171,8 +176,14 @@ def test_brn_macro_exhaustive_over_check_digits() -> None:
 
 def test_frn_macro_exhaustive_over_dates_and_sex_digits() -> None:
     con = _duck()
-    values = [f"{yy:02d}{mm:02d}{dd:02d}-{s}12345{c}" for yy in range(0, 100, 4) for mm in (1, 2, 10, 13)
-              for dd in (1, 29, 30, 31) for s in "0145789" for c in "0369"]
+    values = [
+        f"{yy:02d}{mm:02d}{dd:02d}-{s}12345{c}"
+        for yy in range(0, 100, 4)
+        for mm in (1, 2, 10, 13)
+        for dd in (1, 29, 30, 31)
+        for s in "0145789"
+        for c in "0369"
+    ]
     rows = con.execute("SELECT x, zd_frn_valid(x) FROM unnest(?::VARCHAR[]) t(x)", [values]).fetchall()
     assert [(v, ok) for v, ok in rows if ok != is_valid_frn(v)] == []
 
@@ -181,8 +192,9 @@ def test_region_predicate_matches_python() -> None:
     con = duckdb.connect()
     values = ["11110", "11119", "26110", "1111", "ABCDE", "11", None]
     for level in ("sigungu", "sido"):
-        got = dict(con.execute(
-            f"SELECT x, x IN {region_list_sql(level)} FROM unnest(?::VARCHAR[]) t(x)", [values]).fetchall())
+        got = dict(
+            con.execute(f"SELECT x, x IN {region_list_sql(level)} FROM unnest(?::VARCHAR[]) t(x)", [values]).fetchall()
+        )
         assert got == {v: (None if v is None else is_existing_region_code(v, level)) for v in values}
 
 
@@ -203,16 +215,31 @@ FRAME = pd.DataFrame(
 )
 
 CASES = [
-    (ExpectColumnValuesToBeValidForeignRegistrationNumber(column="frn"),
-     "expect_column_values_to_be_valid_foreign_registration_number", {"column": "frn"}),
-    (ExpectColumnValuesToBeValidBusinessRegistrationNumber(column="brn"),
-     "expect_column_values_to_be_valid_business_registration_number", {"column": "brn"}),
-    (ExpectColumnValuesToBePlausibleHangulName(column="name"),
-     "expect_column_values_to_be_plausible_hangul_name", {"column": "name"}),
-    (ExpectColumnValuesToBeExistingRegionCode(column="region"),
-     "expect_column_values_to_be_existing_region_code", {"column": "region"}),
-    (ExpectColumnValuesToBeExistingRegionCode(column="region", level="sido"),
-     "expect_column_values_to_be_existing_region_code", {"column": "region", "level": "sido"}),
+    (
+        ExpectColumnValuesToBeValidForeignRegistrationNumber(column="frn"),
+        "expect_column_values_to_be_valid_foreign_registration_number",
+        {"column": "frn"},
+    ),
+    (
+        ExpectColumnValuesToBeValidBusinessRegistrationNumber(column="brn"),
+        "expect_column_values_to_be_valid_business_registration_number",
+        {"column": "brn"},
+    ),
+    (
+        ExpectColumnValuesToBePlausibleHangulName(column="name"),
+        "expect_column_values_to_be_plausible_hangul_name",
+        {"column": "name"},
+    ),
+    (
+        ExpectColumnValuesToBeExistingRegionCode(column="region"),
+        "expect_column_values_to_be_existing_region_code",
+        {"column": "region"},
+    ),
+    (
+        ExpectColumnValuesToBeExistingRegionCode(column="region", level="sido"),
+        "expect_column_values_to_be_existing_region_code",
+        {"column": "region", "level": "sido"},
+    ),
 ]
 
 
@@ -229,7 +256,9 @@ def batches(tmp_path_factory: pytest.TempPathFactory):
     sql = context.data_sources.add_sql(name="d", connection_string=f"duckdb:///{path}")
     sql_batch = sql.add_table_asset(name="t", table_name="t").add_batch_definition_whole_table("all").get_batch()
     pandas_batch = (
-        context.data_sources.add_pandas("p").add_dataframe_asset("a").add_batch_definition_whole_dataframe("b")
+        context.data_sources.add_pandas("p")
+        .add_dataframe_asset("a")
+        .add_batch_definition_whole_dataframe("b")
         .get_batch(batch_parameters={"dataframe": FRAME})
     )
     yield pandas_batch, sql_batch

@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from zerodoc.audit.validation_log import append_run, log_path, sha256_file
 from zerodoc.config import Settings, settings
 from zerodoc.fsutil import staged_dir, write_json_atomic
 from zerodoc.quality.identifiers import duckdb_macros_sql
@@ -88,7 +89,8 @@ def validate_partition(
 ) -> ValidationOutcome:
     """Run `suite_name` on the raw Parquet partition; write validated, quarantine and the run's reports.
 
-    Rerunning with the same data gives the same run id and replaces that run's outputs atomically.
+    Rerunning with the same data gives the same run id and replaces that run's outputs atomically;
+    every run, rerun included, appends a record to the hash-chained validation log.
     Raises CrossCheckError / AccountingError when the engines disagree or rows go missing; a failed
     quality gate is reported in the outcome, not raised (the caller decides what to block).
     """
@@ -140,6 +142,21 @@ def validate_partition(
             write_json_atomic(stage / "summary.json", summary)
             (stage / "report.html").write_text(render_report(summary, samples, suite), encoding="utf-8")
         _refresh_index(cfg)
+        append_run(
+            log_path(cfg.reports_dir),
+            suite=suite.name,
+            suite_version=suite.version,
+            suite_hash=suite.sha256,
+            run_id=run_id,
+            logical_date=logical_date,
+            data_checksum=checksum,
+            extracted=extracted,
+            passed=passed,
+            quarantined=quarantined,
+            gate_passed=gate_passed,
+            report_path=str((run_dir / "report.html").relative_to(cfg.reports_dir)),
+            summary_sha256=sha256_file(run_dir / "summary.json"),
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -253,6 +270,7 @@ class _Scratch:
         counts = con.execute(
             f"SELECT {', '.join(f'count_if(_c{i})' for i in range(len(preds)))} FROM verdict"
         ).fetchall()[0]
+        counts = [n or 0 for n in counts]  # count_if over an empty verdict (a clean partition) is NULL
 
         mismatches = []
         checks: list[CheckResult] = []
