@@ -42,8 +42,7 @@ def published(cfg: Settings) -> Settings:
 @pytest.fixture
 def keys(cfg: Settings) -> dict[str, str]:
     out = {
-        name: add_consumer(name, cfg)
-        for name in ("welfare-portal", "youth-account-service", "victim-support-center")
+        name: add_consumer(name, cfg) for name in ("welfare-portal", "youth-account-service", "victim-support-center")
     }
     out["citizen-portal"] = add_consumer("citizen-portal", cfg, role="citizen_service")
     out["audit-office"] = add_consumer("audit-office", cfg, role="auditor")

@@ -87,9 +87,7 @@ def test_signature_from_another_key_fails_verification(client, keys, tmp_path):
     answer = client.post("/v1/evidence", json=body(), headers=bearer(keys["welfare-portal"])).json()
     other = load_or_create_keys(tmp_path)
     assert not verify_evidence(answer, other.jwks())
-    assert not verify_evidence(
-        {**answer, "signature": "garbage"}, client.get("/.well-known/jwks.json").json()
-    )
+    assert not verify_evidence({**answer, "signature": "garbage"}, client.get("/.well-known/jwks.json").json())
 
 
 def test_old_answers_verify_after_key_rotation(published, keys, consents):

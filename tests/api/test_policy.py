@@ -48,7 +48,10 @@ def test_repository_policy_grants_exactly_the_demo_consumers():
         )
         + ("inputs",),
     }
-    assert policy.grants[("victim-support-center", "victim_support_eligibility_v1", "crime_victim_support")].max_age_days == 90
+    assert (
+        policy.grants[("victim-support-center", "victim_support_eligibility_v1", "crime_victim_support")].max_age_days
+        == 90
+    )
     assert all(p.legal_basis for p in policy.purposes.values())
     assert policy.grant_for("youth-account-service", "residence_v1", "youth_leap_account_eligibility") is None
 
@@ -83,8 +86,7 @@ def test_repository_policy_grants_exactly_the_demo_consumers():
             "fields must be a non-empty list",
         ),
         (
-            "  - {consumer: a-b, dataset: income_v1, purpose: livelihood,"
-            " fields: [tax_year], expires: never}\n",
+            "  - {consumer: a-b, dataset: income_v1, purpose: livelihood, fields: [tax_year], expires: never}\n",
             "grant #1: unknown keys ['expires']",
         ),
     ],
@@ -104,8 +106,7 @@ def test_purpose_without_legal_basis_and_duplicate_yaml_keys_are_rejected(tmp_pa
     path = _write(
         tmp_path,
         "",
-        "version: 1\npurposes:\n  some_purpose: {legal_basis: a}\n"
-        "  some_purpose: {legal_basis: b}\ngrants: []\n",
+        "version: 1\npurposes:\n  some_purpose: {legal_basis: a}\n  some_purpose: {legal_basis: b}\ngrants: []\n",
     )
     with pytest.raises(PolicyError, match="duplicate key 'some_purpose'"):
         load_policy(path)

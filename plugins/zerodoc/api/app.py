@@ -120,12 +120,12 @@ def _parse_body(raw: bytes, required: tuple[str, ...], optional: dict[str, type]
 
 
 def _check_purpose(purpose: str) -> None:
-    if not PURPOSE.match(purpose):
+    if not PURPOSE.fullmatch(purpose):
         raise ApiError(422, "invalid_purpose", "purpose must be a lowercase snake_case purpose code")
 
 
 def _check_subject(subject_id: str) -> None:
-    if not SUBJECT_ID.match(subject_id):
+    if not SUBJECT_ID.fullmatch(subject_id):
         raise ApiError(422, "invalid_subject_id", "subject_id must be a resident registration number YYMMDD-SXXXXXX")
 
 
@@ -186,7 +186,10 @@ class EvidenceService:
         self.cfg = cfg
         self.pseudonym_key = cfg.pseudonym_key  # fail at start, not at the first request
         self.policy = load_policy(policy_path(cfg))
-        self.keys = load_or_create_keys(cfg.state_dir)
+        self._keys = load_or_create_keys(cfg.state_dir)
+        self._keys_index = cfg.state_dir / "signing" / "keys.json"
+        self._keys_stamp = self._stat(self._keys_index)
+        self._keys_lock = threading.Lock()
         self.consumers = ConsumerRegistry(cfg)
         self.consents = ConsentRegistry(cfg)
         self.audit = AuditLog(cfg.state_dir / "audit" / "evidence.log", group_commit=True)
@@ -197,6 +200,25 @@ class EvidenceService:
         self.limiter = RateLimiter(rate, burst)
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.indexes = {ds: DatasetIndex(ds, self.policy.granted_columns(ds), cfg) for ds in EVIDENCE_TYPES.values()}
+
+    @staticmethod
+    def _stat(path: Any) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    @property
+    def keys(self):
+        """The signing keys, reloaded when `zerodoc keys rotate` rewrote keys.json (one stat)."""
+        stamp = self._stat(self._keys_index)
+        if stamp != self._keys_stamp:
+            with self._keys_lock:
+                if stamp != self._keys_stamp:
+                    self._keys = load_or_create_keys(self.cfg.state_dir)
+                    self._keys_stamp = stamp
+        return self._keys
 
     def warm(self) -> None:
         for index in self.indexes.values():
@@ -361,7 +383,8 @@ class EvidenceService:
         answer: dict[str, Any] = {"status": evidence["status"]}
         if document is not None:
             answer.update(document=document, reason=reason)
-        answer.update(evidence=evidence, signature=self.keys.sign(evidence), kid=self.keys.kid)
+        keys = self.keys
+        answer.update(evidence=evidence, signature=keys.sign(evidence), kid=keys.kid)
         if document is not None:
             return self.answer(ctx, answer, decision="needs_document", reason=reason or "needs_document")
         return self.answer(ctx, answer, reason="granted", fields=fields)
@@ -451,7 +474,7 @@ class EvidenceService:
         if body["purpose"] not in self.policy.purposes:
             raise ApiError(422, "unknown_purpose", "purpose is not declared in the access policy")
         ctx["purpose"] = body["purpose"]
-        if not NAME_PATTERN.match(body["consumer"]):
+        if not NAME_PATTERN.fullmatch(body["consumer"]):
             raise ApiError(422, "invalid_consumer", "consumer must be a consumer name (lowercase letters, digits, '-')")
         datasets = body["datasets"]
         if not datasets or len(datasets) > 16 or any(d not in DATASET_COLUMNS for d in datasets):
