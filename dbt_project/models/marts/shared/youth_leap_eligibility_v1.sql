@@ -1,0 +1,115 @@
+-- Youth Leap Account (청년도약계좌) eligibility for every person on the spine, decided by the
+-- programme_thresholds row in force on as_of. Every row carries the rule ids and the inputs
+-- that decided it. Money comparisons are integer (income × 100 ≤ percent × 12 × monthly median)
+-- so an income exactly on the threshold is eligible, with no floating-point rounding.
+
+with
+
+persons as (
+
+    select * from {{ ref('int_persons') }}
+
+),
+
+latest_incomes as (
+
+    select * from {{ ref('int_persons_latest_income') }}
+
+),
+
+households as (
+
+    select * from {{ ref('household_v1') }}
+
+),
+
+rules_in_force as (
+
+    select *
+    from {{ ref('programme_thresholds') }} as rules
+    where rules.programme = 'youth_leap_account'
+        and {{ in_force('rules', as_of_date()) }}
+
+),
+
+inputs as (
+
+    select
+        persons.subject_pseudonym,
+        rules.rule_id,
+        households.median_rule_id,
+        {{ age_on('persons.born_on', as_of_date()) }} as age_on_as_of,
+        latest_incomes.tax_year as income_tax_year,
+        coalesce(latest_incomes.earned_income_krw, 0) as earned_income_krw,
+        coalesce(latest_incomes.comprehensive_income_krw, 0) as comprehensive_income_krw,
+        coalesce(latest_incomes.total_income_krw, 0) as total_income_krw,
+        persons.household_id,
+        households.household_size,
+        households.household_income_krw,
+        households.median_income_krw,
+        rules.percent_of_median,
+        rules.min_age,
+        rules.max_age,
+        rules.max_earned_income_krw,
+        rules.max_comprehensive_income_krw
+
+    from persons
+    cross join rules_in_force as rules
+    left join latest_incomes
+        on persons.subject_pseudonym = latest_incomes.subject_pseudonym
+    left join households
+        on persons.household_id = households.household_id
+
+),
+
+decided as (
+
+    select
+        *,
+        coalesce(age_on_as_of between min_age and max_age, false) as is_age_eligible,
+        total_income_krw > 0
+            and earned_income_krw <= max_earned_income_krw
+            and comprehensive_income_krw <= max_comprehensive_income_krw as is_individual_income_eligible,
+        coalesce(
+            cast(household_income_krw as hugeint) * 100
+                <= cast(percent_of_median as hugeint) * 12 * median_income_krw,
+            false
+        ) as is_household_income_eligible
+
+    from inputs
+
+),
+
+final as (
+
+    select
+        subject_pseudonym,
+        rule_id,
+        median_rule_id,
+        cast(age_on_as_of as integer) as age_on_as_of,
+        income_tax_year,
+        earned_income_krw,
+        comprehensive_income_krw,
+        household_id,
+        household_size,
+        household_income_krw,
+        median_income_krw,
+        percent_of_median,
+        is_age_eligible,
+        is_individual_income_eligible,
+        is_household_income_eligible,
+        is_age_eligible and is_individual_income_eligible and is_household_income_eligible as is_eligible,
+        case
+            when not is_age_eligible then 'age_out_of_range'
+            when total_income_krw <= 0 then 'no_earned_or_business_income'
+            when not is_individual_income_eligible then 'individual_income_above_ceiling'
+            when median_income_krw is null then 'household_or_median_unknown'
+            when not is_household_income_eligible then 'household_income_above_ceiling'
+        end as ineligibility_reason,
+        {{ as_of_date() }} as as_of
+
+    from decided
+
+)
+
+select * from final
