@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from zerodoc.api.app import create_app
+from zerodoc.api.consent import ConsentRegistry
 from zerodoc.api.consumers import add_consumer
 from zerodoc.config import REPO_ROOT, Settings
-
-from datetime import UTC, datetime, timedelta
-
-from zerodoc.api.consent import ConsentRegistry
 from zerodoc.privacy import pseudonymize
 
 from .support import ALICE, BOB, CONSENTS, NOBODY, income_table, publish, residence_table

@@ -137,8 +137,9 @@ def quarantined_pseudonyms(dataset: str, published_for: str | None, cfg: Setting
                 )
     if not parts:
         return empty
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
     try:
+        con.execute("SET enable_progress_bar = false")
         con.execute(duckdb_macro_sql(cfg.pseudonym_key))
         table = con.sql(
             f"SELECT DISTINCT unhex(p) AS k FROM ({' UNION ALL '.join(parts)}) WHERE p IS NOT NULL ORDER BY k"
