@@ -99,11 +99,39 @@ class ConsentRegistry:
         valid_to: datetime,
         recorded_by: str,
     ) -> Consent:
+        consent = self._new(subject_pseudonym, consumer, purpose, datasets, valid_from, valid_to, recorded_by)
+        self._insert(self._con(), consent)
+        return consent
+
+    def record_many(self, items: list[dict]) -> list[Consent]:
+        """Record several consents in one transaction (one fsync); items take record()'s arguments."""
+        consents = [self._new(**item) for item in items]
+        con = self._con()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for c in consents:
+                self._insert(con, c)
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+        return consents
+
+    @staticmethod
+    def _new(
+        subject_pseudonym: str,
+        consumer: str,
+        purpose: str,
+        datasets: list[str] | tuple[str, ...],
+        valid_from: datetime,
+        valid_to: datetime,
+        recorded_by: str,
+    ) -> Consent:
         if valid_to <= valid_from:
             raise ConsentError("valid_to must be after valid_from")
         if not datasets:
             raise ConsentError("datasets must name at least one dataset")
-        consent = Consent(
+        return Consent(
             consent_id=CONSENT_PREFIX + secrets.token_urlsafe(18),
             subject_pseudonym=subject_pseudonym,
             consumer=consumer,
@@ -115,7 +143,10 @@ class ConsentRegistry:
             recorded_by=recorded_by,
             created_at=utc_iso(datetime.now(UTC)),
         )
-        self._con().execute(
+
+    @staticmethod
+    def _insert(con: sqlite3.Connection, consent: Consent) -> None:
+        con.execute(
             "INSERT INTO consents VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
             (
                 consent.consent_id,
@@ -129,7 +160,6 @@ class ConsentRegistry:
                 consent.created_at,
             ),
         )
-        return consent
 
     def get(self, consent_id: str) -> Consent | None:
         row = (
