@@ -11,6 +11,8 @@ import yaml
 from zerodoc.config import REPO_ROOT, ConfigError
 
 ARROW_TYPES = {"int32", "int64", "string", "timestamp", "date", "float64", "bool"}
+KINDS = ("postgres", "mysql", "file", "csv", "rest")
+SCHEMA_POLICIES = ("fail", "evolve")
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,12 @@ class Entity:
     key: str
     suite: str
     columns: dict[str, str]
+    kind: str = "file"
+    # Column whose value only grows (updated_at or a sequence): enables incremental extraction.
+    cursor: str | None = None
+    # What a header that differs from `columns` does: fail the task, or evolve (drop unknown
+    # columns, missing ones become NULL, and every row carries a `schema_drift` flag).
+    on_schema_drift: str = "fail"
 
     @property
     def qualified(self) -> str:
@@ -52,8 +60,8 @@ def agencies(path: Path = REPO_ROOT / "config" / "sources.yml") -> dict[str, Age
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     out: dict[str, Agency] = {}
     for code, spec in doc["agencies"].items():
-        if spec.get("kind") not in {"postgres", "mysql", "file"}:
-            raise ConfigError(f"{path}: agency {code}: kind must be postgres, mysql or file")
+        if spec.get("kind") not in KINDS:
+            raise ConfigError(f"{path}: agency {code}: kind must be one of {', '.join(KINDS)}")
         ents = {}
         for ename, e in spec["entities"].items():
             bad = {c: t for c, t in e["columns"].items() if t not in ARROW_TYPES}
@@ -61,7 +69,16 @@ def agencies(path: Path = REPO_ROOT / "config" / "sources.yml") -> dict[str, Age
                 raise ConfigError(f"{path}: {code}.{ename}: unknown column types {bad}")
             if e["key"] not in e["columns"]:
                 raise ConfigError(f"{path}: {code}.{ename}: key {e['key']!r} is not a declared column")
-            ents[ename] = Entity(code, ename, e["table"], e["key"], e["suite"], dict(e["columns"]))
+            cursor = e.get("cursor")
+            if cursor is not None and cursor not in e["columns"]:
+                raise ConfigError(f"{path}: {code}.{ename}: cursor {cursor!r} is not a declared column")
+            policy = e.get("on_schema_drift", "fail")
+            if policy not in SCHEMA_POLICIES:
+                raise ConfigError(f"{path}: {code}.{ename}: on_schema_drift must be one of {SCHEMA_POLICIES}")
+            ents[ename] = Entity(
+                code, ename, e["table"], e["key"], e["suite"], dict(e["columns"]),
+                kind=spec["kind"], cursor=cursor, on_schema_drift=policy,
+            )
         out[code] = Agency(
             code, spec["name"], spec["owner"], spec["sensitivity"], spec["conn_id"], spec["kind"], ents
         )

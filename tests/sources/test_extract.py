@@ -3,19 +3,21 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from tests.servers import agency_servers
+from tests.servers import agency_servers, scratch_postgres
 from zerodoc.catalog import agencies
 from zerodoc.config import settings
 from zerodoc.sources.extract import SourceUnavailableError, extract
 from zerodoc.sources.generate import generate
 from zerodoc.sources.servers import load_servers
 
-ENTITIES = {"mois.residents": "resident_id", "mois.households": "household_id", "nts.income": "income_id"}
+ENTITIES = {"mois.residents": "resident_id", "mois.households": "household_id", "nts.income": "income_id",
+            "nts.business_registrations": "business_registration_id", "moj.foreign_residents": "foreign_resident_id"}
 
 
 @pytest.fixture
 def stand_ins(zerodoc_home, monkeypatch):
-    for k in ("AIRFLOW_CONN_ZERODOC_MOIS", "AIRFLOW_CONN_ZERODOC_NTS"):
+    for k in ("AIRFLOW_CONN_ZERODOC_MOIS", "AIRFLOW_CONN_ZERODOC_NTS", "AIRFLOW_CONN_ZERODOC_MOJ",
+              "AIRFLOW_CONN_ZERODOC_MOHW", "AIRFLOW_CONN_ZERODOC_FSC"):
         monkeypatch.delenv(k, raising=False)
     cfg = settings()
     return cfg, generate(2000, 3, cfg.sources_dir)
@@ -55,9 +57,10 @@ def test_missing_stand_in_says_what_to_do(zerodoc_home, monkeypatch):
 
 
 @pytest.mark.services
-def test_real_servers_give_the_same_rows_as_the_stand_ins(stand_ins, postgres_up, mariadb_up):
+def test_real_servers_give_the_same_rows_as_the_stand_ins(stand_ins, postgres_up, mariadb_up, monkeypatch):
     cfg, expected = stand_ins
-    with agency_servers():
+    with agency_servers(), scratch_postgres() as moj:
+        monkeypatch.setenv("AIRFLOW_CONN_ZERODOC_MOJ", moj)
         counts = load_servers(agencies(), cfg)
         assert counts == {q: expected[q]["extracted"] for q in ENTITIES}
         for qualified, key in ENTITIES.items():

@@ -41,6 +41,16 @@ class SourceUnavailableError(RuntimeError):
     """The agency system could not be reached or read; the task should retry."""
 
 
+class SourceDataError(RuntimeError):
+    """The source answered, but with something that breaks its contract (after retries)."""
+
+# REST: attempts per page and the first backoff (doubling); tests shorten them.
+REST_ATTEMPTS = 5
+REST_BACKOFF_S = 0.5
+REST_TIMEOUT_S = 30.0
+REST_PAGE_SIZE = 5000
+
+
 @dataclass(frozen=True)
 class ExtractResult:
     agency: str
@@ -57,6 +67,16 @@ def arrow_schema(entity: Entity) -> pa.Schema:
     return pa.schema([(c, ARROW[t]) for c, t in entity.columns.items()])
 
 
+def raw_schema(entity: Entity) -> pa.Schema:
+    """Declared columns; CSV entities add the line-provenance and parse-error columns."""
+    schema = arrow_schema(entity)
+    if entity.kind == "csv":
+        from zerodoc.sources.csvdrop import META_FIELDS
+
+        schema = pa.schema(list(schema) + [pa.field(n, t) for n, t in META_FIELDS])
+    return schema
+
+
 def connection_uri(conn_id: str) -> str | None:
     """Airflow's env convention, so the same setting serves Airflow tasks and the CLI."""
     return os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}") or None
@@ -64,6 +84,8 @@ def connection_uri(conn_id: str) -> str | None:
 
 def describe_source(agency: Agency, entity: Entity, cfg: Settings) -> str:
     uri = connection_uri(agency.conn_id)
+    if entity.kind == "csv":
+        return f"drop:{drop_root(agency, cfg) / entity.agency / entity.name}"
     if uri is None:
         return f"file:{stand_in_path(entity, cfg)}"
     parts = urlsplit(uri)
@@ -189,10 +211,135 @@ def mysql_table(entity: Entity, uri: str) -> tuple[str, str]:
     return (urlsplit(uri).path.lstrip("/") or declared_db), table
 
 
-def read_entity(agency: Agency, entity: Entity, cfg: Settings) -> Iterator[pa.RecordBatch]:
+def drop_root(agency: Agency, cfg: Settings) -> Path:
+    """Where an agency drops CSV deliveries: a file:// connection, else $ZERODOC_HOME/sources/drop."""
     uri = connection_uri(agency.conn_id)
+    if uri and urlsplit(uri).scheme == "file":
+        return Path(unquote(urlsplit(uri).path))
+    return cfg.sources_dir / "drop"
+
+
+def delivery_dir(agency: Agency, entity: Entity, logical_date: str, cfg: Settings) -> Path:
+    """The delivery a logical date reads: its own date's folder, else the latest one before it.
+
+    Fixed by the logical date, never by the clock: a rerun reads the same folder.
+    """
+    base = drop_root(agency, cfg) / entity.agency / entity.name
+    dated = sorted(p for p in base.glob("????-??-??") if p.is_dir() and p.name <= logical_date) if base.is_dir() else []
+    if not dated:
+        raise SourceUnavailableError(
+            f"no delivery for {entity.qualified} on or before {logical_date} under {base} "
+            f"(expected {base}/<YYYY-MM-DD>/*.csv)"
+        )
+    return dated[-1]
+
+
+def read_csv_drop(agency: Agency, entity: Entity, logical_date: str, cfg: Settings,
+                  stats: list | None = None) -> Iterator[pa.RecordBatch]:
+    from zerodoc.sources.csvdrop import DeliveryError, FileStats, detect_encoding, read_delivery_file
+
+    folder = delivery_dir(agency, entity, logical_date, cfg)
+    files = sorted(folder.glob("*.csv"))
+    if not files:
+        raise SourceUnavailableError(f"delivery folder {folder} holds no *.csv file")
+    root = drop_root(agency, cfg)
+    for path in files:
+        rel = str(path.relative_to(root))
+        st = FileStats(rel, detect_encoding(path), sha256=sha256_file(path))
+        if stats is not None:
+            stats.append(st)
+        try:
+            yield from read_delivery_file(path, rel, entity.columns, entity.on_schema_drift, st)
+        except DeliveryError as exc:
+            raise SourceDataError(f"{entity.qualified}: {exc}") from exc
+
+
+def read_rest(entity: Entity, base_url: str) -> Iterator[pa.RecordBatch]:
+    """Keyset-paged JSON with retries (backoff) on 5xx, 429, timeouts, malformed or short pages."""
+    import datetime as dt
+    import json
+    import time
+
+    import httpx
+
+    schema = arrow_schema(entity)
+    url = f"{base_url.rstrip('/')}/v1/{entity.agency}/{entity.name}"
+    ts_cols = [c for c, t in entity.columns.items() if t == "timestamp"]
+    cursor: str | None = None
+    seen = 0
+    total = None
+    page_no = 0
+    with httpx.Client(timeout=REST_TIMEOUT_S) as client:
+        while True:
+            page_no += 1
+            params = {"page_size": REST_PAGE_SIZE} | ({"cursor": cursor} if cursor else {})
+            problem = ""
+            for attempt in range(REST_ATTEMPTS):
+                if attempt:
+                    time.sleep(REST_BACKOFF_S * 2 ** (attempt - 1))
+                try:
+                    resp = client.get(url, params=params)
+                except httpx.TimeoutException:
+                    problem = f"timed out after {REST_TIMEOUT_S}s"
+                    continue
+                except httpx.TransportError as exc:
+                    problem = f"connection failed: {exc}"
+                    continue
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    problem = f"HTTP {resp.status_code}"
+                    continue
+                if resp.status_code != 200:
+                    raise SourceDataError(f"{entity.qualified}: {url} answered HTTP {resp.status_code}: "
+                                          f"{resp.text[:200]}")
+                try:
+                    body = json.loads(resp.content)
+                    data, nxt, page_total = body["data"], body["next_cursor"], int(body["total"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    problem = f"malformed JSON ({type(exc).__name__}: {str(exc)[:120]})"
+                    continue
+                if nxt is not None and len(data) < REST_PAGE_SIZE:
+                    problem = f"short page: {len(data)} rows of {REST_PAGE_SIZE} with more to come"
+                    continue
+                if nxt is None and seen + len(data) != page_total:
+                    problem = f"short last page: {seen + len(data)} rows in all, the API announced {page_total}"
+                    continue
+                break
+            else:
+                transient = problem.startswith(("HTTP", "timed", "connection"))
+                kind = SourceUnavailableError if transient else SourceDataError
+                raise kind(f"REST source for {entity.qualified}: page {page_no} ({url} {params}) failed "
+                           f"{REST_ATTEMPTS} times; last: {problem}")
+            if total is None:
+                total = page_total
+            elif page_total != total:
+                raise SourceDataError(f"{entity.qualified}: total changed mid-extract ({total} -> {page_total})")
+            for row in data:
+                for c in ts_cols:
+                    if row.get(c) is not None:
+                        row[c] = dt.datetime.fromisoformat(row[c])
+            if data:
+                try:
+                    yield pa.RecordBatch.from_pylist(data, schema=schema)
+                except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                    raise SourceDataError(
+                        f"{entity.qualified}: page {page_no} breaks the declared types: {exc}") from exc
+            seen += len(data)
+            if nxt is None:
+                break
+            cursor = nxt
+    if seen != total:
+        raise SourceDataError(f"{entity.qualified}: got {seen} rows but the API announced {total}")
+
+
+def read_entity(agency: Agency, entity: Entity, cfg: Settings, logical_date: str = "",
+                stats: list | None = None) -> Iterator[pa.RecordBatch]:
+    uri = connection_uri(agency.conn_id)
+    if entity.kind == "csv":
+        return read_csv_drop(agency, entity, logical_date, cfg, stats)
     if uri is None:
         return read_file(entity, cfg)
+    if entity.kind == "rest":
+        return read_rest(entity, uri)
     scheme = urlsplit(uri).scheme
     if scheme.startswith("postgres"):
         return read_postgres(entity, uri)
@@ -216,21 +363,28 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def source_kind(agency: Agency, entity: Entity) -> str:
+    if entity.kind == "csv":
+        return "csv"
+    return "file" if connection_uri(agency.conn_id) is None else agency.kind
+
+
 def extract(qualified: str, logical_date: str, cfg: Settings | None = None) -> ExtractResult:
     """Replace the raw partition of `logical_date` for one entity with a fresh full extract."""
     cfg = cfg or load_settings()
     agency_code, name = qualified.split(".", 1)
     agency = agencies()[agency_code]
     entity = agency.entities[name]
-    schema = arrow_schema(entity)
+    schema = raw_schema(entity)
     final = raw_partition(entity, logical_date, cfg)
     rows = 0
+    file_stats: list = []
     with staged_dir(final) as tmp:
         part = tmp / "part-0.parquet"
         with pq.ParquetWriter(part, schema, compression="zstd") as writer:
             pending: list[pa.RecordBatch] = []
             pending_rows = 0
-            for batch in read_entity(agency, entity, cfg):
+            for batch in read_entity(agency, entity, cfg, logical_date, file_stats):
                 if batch.schema != schema:
                     batch = batch.cast(schema)
                 pending.append(batch)
@@ -253,9 +407,16 @@ def extract(qualified: str, logical_date: str, cfg: Settings | None = None) -> E
             "schema": [[f.name, str(f.type)] for f in schema],
             "checksum": checksum,
             "files": ["part-0.parquet"],
-            "source": {"kind": "file" if connection_uri(agency.conn_id) is None else agency.kind,
+            "source": {"kind": source_kind(agency, entity),
                        "table": entity.table, "conn_id": agency.conn_id},
         }
+        if entity.kind == "csv":
+            manifest["source"]["files"] = [
+                {"file": st.file, "encoding": st.encoding, "sha256": st.sha256, "records": st.records,
+                 "parse_errors": st.parse_errors, "flagged": st.flagged}
+                for st in file_stats
+            ]
+            manifest["parse_errors"] = sum(st.parse_errors for st in file_stats)
         write_json_atomic(tmp / "_manifest.json", manifest)
     return ExtractResult(
         agency.code, entity.name, logical_date, rows, final / "part-0.parquet", final / "_manifest.json",

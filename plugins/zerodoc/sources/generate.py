@@ -311,6 +311,10 @@ def generate(persons: int, seed: int, out_dir: Path) -> dict:
     }
     for k in ("mois.residents", "mois.households", "nts.income"):
         expected[k]["passed"] = expected[k]["extracted"] - expected[k]["quarantined"]
+    # Further agencies draw from their own RNG streams: the three entities above stay byte-identical.
+    from zerodoc.sources.generate_agencies import generate_agencies
+
+    expected.update(generate_agencies(persons, seed, out_dir, rrn, adult, sig_codes))
     return expected
 
 

@@ -116,7 +116,8 @@ def load_servers(agencies: dict[str, Agency], cfg: Settings) -> dict[str, int]:
     """Load every agency that has a server configured; return row counts per entity."""
     counts: dict[str, int] = {}
     for agency in agencies.values():
-        if connection_uri(agency.conn_id) is None:
+        # CSV drops and REST APIs are read where they are; only database agencies get loaded.
+        if agency.kind not in ("postgres", "mysql") or connection_uri(agency.conn_id) is None:
             continue
         loader = load_postgres if agency.kind == "postgres" else load_mysql
         counts.update(loader(agency, cfg))
