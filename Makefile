@@ -11,7 +11,7 @@ PERSONS ?= 10000000
 RUN_PERSONS ?= 20000
 SEED ?= 42
 
-.PHONY: help setup run test test-fast bench lint serve clean
+.PHONY: help setup run test bench lint serve cluster-up cluster-down clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,12 @@ bench: setup ## Benchmarks at national scale (PERSONS=10000000); writes bench/re
 
 serve: setup ## Start the evidence API on 127.0.0.1:8000
 	set -a; . ./.env; set +a; $(BIN)/zerodoc serve
+
+cluster-up: setup ## Start Airflow (CeleryExecutor on PostgreSQL + Redis, 2 workers) and the evidence API on loopback
+	set -a; . ./.env; set +a; $(BIN)/zerodoc cluster up
+
+cluster-down: setup ## Stop every cluster process cleanly
+	set -a; . ./.env; set +a; $(BIN)/zerodoc cluster down
 
 clean: ## Remove generated data (var/) and test artifacts; keeps .venv
 	rm -rf var test-artifacts

@@ -17,8 +17,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+cluster_app = typer.Typer(
+    help="The distributed deployment (CeleryExecutor, PostgreSQL, Redis, 2 workers) as local processes.",
+    no_args_is_help=True,
+)
 publish_app = typer.Typer(help="Inspect and roll back published dataset versions.", no_args_is_help=True)
 app.add_typer(publish_app, name="publish")
+app.add_typer(cluster_app, name="cluster")
 console = Console(width=int(__import__("os").environ.get("COLUMNS", "140")))
 
 
@@ -126,6 +131,59 @@ def publish_rollback(dataset: str, version: Annotated[str, typer.Argument()] = "
         _fail(f"{dataset} has no version {version}", "`zerodoc publish list DATASET` shows them")
     store.switch_current(dataset, version, reason=f"rollback from {cur}")
     console.print(f"{dataset}: CURRENT {cur} → {version}")
+
+
+@cluster_app.command("up")
+def cluster_up() -> None:
+    """Start api-server, scheduler, dag-processor, triggerer, two Celery workers and the evidence API."""
+    from zerodoc.config import settings
+    from zerodoc.orchestration import cluster
+
+    cfg = settings()
+    try:
+        cluster.up(cfg, log=console.print)
+    except (RuntimeError, TimeoutError) as exc:
+        _fail(str(exc), "check the component logs under $ZERODOC_HOME/cluster/logs, then `zerodoc cluster down`")
+    console.print(f"Airflow UI: http://127.0.0.1:{cluster.api_port()}  (users in "
+                  f"{cluster.cluster_dir(cfg) / 'airflow' / 'passwords.json'})")
+    console.print(f"Evidence API: http://127.0.0.1:{cluster.evidence_port()}")
+
+
+@cluster_app.command("down")
+def cluster_down() -> None:
+    """Stop every component cleanly (SIGINT, then SIGKILL after a grace period); no orphans."""
+    from zerodoc.config import settings
+    from zerodoc.orchestration import cluster
+
+    cluster.down(settings(), log=console.print)
+
+
+@cluster_app.command("status")
+def cluster_status() -> None:
+    """Which components are running."""
+    from zerodoc.config import settings
+    from zerodoc.orchestration import cluster
+
+    running = cluster.status(settings())
+    for comp in cluster.components():
+        state = f"running (pid {running[comp.name]})" if comp.name in running else "stopped"
+        console.print(f"{comp.name:15} {state}")
+
+
+@cluster_app.command("run")
+def cluster_run(
+    ds: Annotated[str, typer.Option(help="Logical date YYYY-MM-DD (default: today, UTC)")] = "",
+    timeout: Annotated[int, typer.Option(help="Seconds to wait for publish_shared")] = 1800,
+) -> None:
+    """Trigger the ingest DAGs on the running cluster and wait for publish_shared to finish."""
+    from zerodoc.config import settings
+    from zerodoc.orchestration import cluster
+
+    ds = ds or dt.datetime.now(dt.UTC).date().isoformat()
+    result = cluster.run_pipeline(settings(), ds, timeout=timeout, log=console.print)
+    console.print_json(json.dumps(result))
+    if result["publish_state"] != "success":
+        raise typer.Exit(1)
 
 
 def _register_optional() -> None:

@@ -95,15 +95,15 @@ def run_dag(dag_id: str, ds: str, run_conf: dict | None = None, log_path: Path |
 
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
-    if bag.import_errors:
-        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
-    dag = bag.get_dag(dag_id)
-    if dag is None:
-        raise LookupError(f"no DAG {dag_id!r} in {REPO_ROOT / 'dags'}")
     logical = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC)
     t0 = time.perf_counter()
     with output_to(log_path):
+        bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
+        if bag.import_errors:
+            raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+        dag = bag.dags.get(dag_id)
+        if dag is None:
+            raise LookupError(f"no DAG {dag_id!r} in {REPO_ROOT / 'dags'}")
         dr = dag.test(logical_date=logical, run_conf=run_conf)
     seconds = time.perf_counter() - t0
     failed = [ti.task_id for ti in dr.get_task_instances() if ti.state not in ("success", "skipped")]

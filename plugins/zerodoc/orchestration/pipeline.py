@@ -148,14 +148,14 @@ def print_summary(summary: PipelineSummary, cfg: Settings, console: Console) -> 
     console.print(runs)
 
     ent = Table(title="Rows per entity (extracted = passed + quarantined)", title_justify="left")
-    for col in ("entity", "extracted", "passed", "quarantined", "reconciles", "gate", "run report"):
+    for col in ("entity", "extracted", "passed", "quarantined", "reconciles", "gate", "validation run"):
         ent.add_column(col)
     for q, v in summary.entities.items():
         exp = summary.expected.get(q, {})
         ok = v["extracted"] == v["passed"] + v["quarantined"] and exp.get("quarantined") == v["quarantined"]
         ent.add_row(q, f"{v['extracted']:,}", f"{v['passed']:,}", f"{v['quarantined']:,}",
                     "yes" if ok else "NO", "open" if v["gate_passed"] else "CLOSED",
-                    str(Path(v["report_path"]).relative_to(cfg.home)))
+                    v["run_id"])
     console.print(ent)
 
     pub = Table(title="Published datasets (CURRENT)", title_justify="left")

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from dataclasses import asdict
 
 from zerodoc.config import settings
 
 log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    """Which worker ran a task: the cluster names its Celery workers; elsewhere the host name."""
+    return os.environ.get("ZERODOC_WORKER_NAME") or socket.gethostname()
 
 
 def extract_step(qualified: str, ds: str) -> dict:
@@ -16,7 +23,7 @@ def extract_step(qualified: str, ds: str) -> dict:
     r = extract(qualified, ds)
     log.info("extracted %s rows of %s for %s from %s -> %s", r.rows, qualified, ds, r.source, r.path)
     return {"entity": qualified, "ds": ds, "rows": r.rows, "path": str(r.path), "checksum": r.checksum,
-            "source": r.source}
+            "source": r.source, "worker": worker_name()}
 
 
 def validate_step(qualified: str, ds: str, raw_path: str) -> dict:
@@ -41,6 +48,7 @@ def validate_step(qualified: str, ds: str, raw_path: str) -> dict:
         "gate_message": outcome.gate_message,
         "report_path": str(outcome.report_path),
         "data_docs_path": str(outcome.data_docs_path),
+        "worker": worker_name(),
     }
     if outcome.extracted != outcome.passed + outcome.quarantined:  # validate_partition asserts it too
         raise RuntimeError(f"row accounting broken for {qualified} {ds}: {summary}")
