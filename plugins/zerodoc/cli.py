@@ -95,6 +95,22 @@ def serve(
     api_serve(host=host, port=port, workers=workers)
 
 
+@app.command("env")
+def env_cmd() -> None:
+    """Print the Airflow environment of the selected deployment, for `eval "$(zerodoc env)"`.
+
+    ZERODOC_DEPLOYMENT=embedded (default: SQLite, dag.test) or cluster (CeleryExecutor on
+    PostgreSQL + Redis) is the only switch between the two; the code is the same.
+    """
+    import shlex
+
+    from zerodoc.config import settings
+    from zerodoc.orchestration.local import deployment_env
+
+    for k, v in sorted(deployment_env(settings()).items()):
+        print(f"export {k}={shlex.quote(v)}")
+
+
 @publish_app.command("list")
 def publish_list(dataset: str) -> None:
     """Versions of DATASET, the current one marked."""

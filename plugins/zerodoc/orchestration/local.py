@@ -32,9 +32,21 @@ def airflow_env(cfg: Settings) -> dict[str, str]:
     }
 
 
+def deployment_env(cfg: Settings) -> dict[str, str]:
+    """Airflow settings of the selected deployment: ZERODOC_DEPLOYMENT=embedded (default) or cluster."""
+    mode = os.environ.get("ZERODOC_DEPLOYMENT", "embedded")
+    if mode == "cluster":
+        from zerodoc.orchestration.cluster import cluster_env
+
+        return cluster_env(cfg)
+    if mode != "embedded":
+        raise ValueError(f"ZERODOC_DEPLOYMENT must be 'embedded' or 'cluster', not {mode!r}")
+    return airflow_env(cfg)
+
+
 def apply_airflow_env(cfg: Settings) -> None:
     """Must run before the first `import airflow` in this process."""
-    for k, v in airflow_env(cfg).items():
+    for k, v in deployment_env(cfg).items():
         os.environ.setdefault(k, v)
     Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
 
