@@ -228,6 +228,14 @@ def test_rate_limit(published, keys, consents, audit_path):
     assert (rec["status"], rec["reason"], rec["consumer"]) == (429, "rate_limited", WELFARE)
 
 
+def test_unauthenticated_floods_are_rate_limited_too(published, keys, consents, audit_path):
+    with TestClient(create_app(published, rate_per_sec=0.5, burst=2)) as c:
+        statuses = [c.post("/v1/evidence", json=body()).status_code for _ in range(3)]
+    assert statuses == [401, 401, 429]
+    rec = audit_records(audit_path)[-1]
+    assert (rec["status"], rec["reason"], rec["consumer"]) == (429, "rate_limited", None)
+
+
 @pytest.mark.parametrize("declared", [True, False])
 def test_oversize_body(client, keys, audit_path, declared):
     big = {**body(), "consent_id": "x" * 5000}

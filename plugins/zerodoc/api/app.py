@@ -244,6 +244,16 @@ class EvidenceService:
         try:
             consumer = self.consumers.authenticate(_bearer(request))
             if consumer is None:
+                # Unauthenticated floods share one bucket per client address: each is audited (fsync).
+                client = request.client.host if getattr(request, "client", None) else "unknown"
+                wait = self.limiter.take(f"anonymous:{client}")
+                if wait is not None:
+                    raise ApiError(
+                        429,
+                        "rate_limited",
+                        "too many requests for this API key; retry after the time in Retry-After",
+                        {"Retry-After": str(max(1, int(wait + 0.999)))},
+                    )
                 raise ApiError(
                     401,
                     "unauthorized",
