@@ -151,3 +151,34 @@ def test_cli_exit_codes_and_messages(tmp_path):
     bad = runner.invoke(app, [str(path)])
     assert bad.exit_code == 1
     assert "BROKEN: line 4: expected seq 4, found seq 5" in bad.output
+
+
+def test_group_commit_chains_concurrent_appends_and_reports_failures(tmp_path):
+    import threading
+
+    path = tmp_path / "evidence.log"
+    log = AuditLog(path, group_commit=True)
+    records: list[dict] = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(25):
+            rec = log.append(decision="allowed", status=200, reason="health")
+            with lock:
+                records.append(rec)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result = verify_chain(path)
+    assert result.ok and result.records == 200
+    assert sorted(r["seq"] for r in records) == list(range(1, 201))
+    # A record that cannot be written fails its caller (no hang) and the log stays intact.
+    from zerodoc.audit.log import AuditError
+
+    with pytest.raises(AuditError):
+        log.append(reason=object())
+    assert log.append(reason="after")["seq"] == 201
+    assert verify_chain(path).ok

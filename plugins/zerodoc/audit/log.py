@@ -145,7 +145,7 @@ class AuditLog:
                 batch, self._queue = self._queue, []
             try:
                 records = self._write_batch([p.fields for p in batch])
-            except AuditError as exc:
+            except Exception as exc:  # noqa: BLE001 - never leave a waiting request hanging
                 for p in batch:
                     p.error = exc
                     p.done.set()
@@ -187,7 +187,7 @@ class AuditLog:
                     os.fsync(dfd)
                 finally:
                     os.close(dfd)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise AuditError(f"cannot append to audit log {self.path}: {exc}") from exc
         return records
 
