@@ -65,6 +65,14 @@ class Snapshot:
     quarantined: np.ndarray = field(default_factory=lambda: np.array([], dtype=f"S{KEY_BYTES}"))  # sorted
     published_for: str | None = None
 
+    def __post_init__(self) -> None:
+        # One contiguous array per column (the table was combined): scalar access is ~4x cheaper
+        # than slicing a one-row table on every request.
+        columns = (
+            [(n, self.table.column(n).combine_chunks()) for n in self.table.column_names] if len(self.keys) else []
+        )
+        object.__setattr__(self, "_columns", columns)
+
     def is_quarantined(self, pseudonym: str) -> bool:
         return _contains(self.quarantined, pseudonym)
 
@@ -72,8 +80,7 @@ class Snapshot:
         i = _position(self.keys, pseudonym)
         if i is None:
             return None
-        row = self.table.slice(i, 1).to_pylist()[0]
-        return {k: _jsonable(v) for k, v in row.items()}
+        return {name: _jsonable(col[i].as_py()) for name, col in self._columns}
 
     def footprint_bytes(self) -> int:
         return int(self.keys.nbytes) + int(self.table.nbytes)
