@@ -128,6 +128,7 @@ def evidence_verify(
         str,
         typer.Option(
             "--jwks",
+            envvar="ZERODOC_JWKS",
             help="The issuer's JWKS: its URL (…/.well-known/jwks.json) or a saved file.",
         ),
     ],
