@@ -29,6 +29,9 @@ class Entity:
     # What a header that differs from `columns` does: fail the task, or evolve (drop unknown
     # columns, missing ones become NULL, and every row carries a `schema_drift` flag).
     on_schema_drift: str = "fail"
+    # full: every run takes the whole table; incremental: the rows whose cursor lies in the
+    # logical date's window (zerodoc.sources.watermarks).
+    mode: str = "full"
 
     @property
     def qualified(self) -> str:
@@ -75,9 +78,14 @@ def agencies(path: Path = REPO_ROOT / "config" / "sources.yml") -> dict[str, Age
             policy = e.get("on_schema_drift", "fail")
             if policy not in SCHEMA_POLICIES:
                 raise ConfigError(f"{path}: {code}.{ename}: on_schema_drift must be one of {SCHEMA_POLICIES}")
+            mode = e.get("mode", "full")
+            if mode not in ("full", "incremental"):
+                raise ConfigError(f"{path}: {code}.{ename}: mode must be full or incremental")
+            if mode == "incremental" and (cursor is None or spec["kind"] == "csv"):
+                raise ConfigError(f"{path}: {code}.{ename}: incremental mode needs a cursor and a non-CSV source")
             ents[ename] = Entity(
                 code, ename, e["table"], e["key"], e["suite"], dict(e["columns"]),
-                kind=spec["kind"], cursor=cursor, on_schema_drift=policy,
+                kind=spec["kind"], cursor=cursor, on_schema_drift=policy, mode=mode,
             )
         out[code] = Agency(
             code, spec["name"], spec["owner"], spec["sensitivity"], spec["conn_id"], spec["kind"], ents

@@ -61,7 +61,8 @@ def create_app(sources_dir: Path, faults: dict[str, list[Fault]] | None = None):
 
     @app.get("/v1/{agency}/{entity}")
     def page(agency: str, entity: str, page_size: int = Query(1000, ge=1, le=10_000),
-             page: int | None = Query(None, ge=1), cursor: str | None = None):
+             page: int | None = Query(None, ge=1), cursor: str | None = None,
+             updated_after: str | None = None, updated_until: str | None = None):
         q = f"{agency}.{entity}"
         with lock:
             calls[q] = calls.get(q, 0) + 1
@@ -76,6 +77,11 @@ def create_app(sources_dir: Path, faults: dict[str, list[Fault]] | None = None):
         if fault and fault.kind == "timeout":
             time.sleep(SLOW_SECONDS)
         data, key, keys = rows(agency, entity)
+        if updated_after or updated_until:
+            # Change-window query, as agency change-feed APIs offer it (ISO timestamps, same format).
+            data = [r for r in data if (not updated_after or r["updated_at"] > updated_after)
+                    and (not updated_until or r["updated_at"] <= updated_until)]
+            keys = [r[key] for r in data]
         if page is not None:
             start = (page - 1) * page_size
         elif cursor is None:

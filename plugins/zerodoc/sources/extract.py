@@ -23,6 +23,7 @@ from zerodoc.catalog import Agency, Entity, agencies
 from zerodoc.config import Settings
 from zerodoc.config import settings as load_settings
 from zerodoc.fsutil import staged_dir, write_json_atomic
+from zerodoc.sources.watermarks import Window
 
 ROW_GROUP = 122_880  # DuckDB's row-group size: larger groups parallelise scans well
 FETCH_ROWS = 100_000
@@ -99,7 +100,7 @@ def stand_in_path(entity: Entity, cfg: Settings) -> Path:
 # ---- readers: each yields record batches in the declared schema, ordered by the key ---------
 
 
-def read_file(entity: Entity, cfg: Settings) -> Iterator[pa.RecordBatch]:
+def read_file(entity: Entity, cfg: Settings, window: Window | None = None) -> Iterator[pa.RecordBatch]:
     path = stand_in_path(entity, cfg)
     if not path.exists():
         raise SourceUnavailableError(
@@ -109,7 +110,10 @@ def read_file(entity: Entity, cfg: Settings) -> Iterator[pa.RecordBatch]:
     schema = arrow_schema(entity)
     # Streamed in the file's own (deterministic) order: memory stays flat at any scale.
     for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP, columns=list(entity.columns)):
-        yield batch.cast(schema)
+        batch = batch.cast(schema)
+        if window is not None:
+            batch = batch.filter(window.mask(batch))
+        yield batch
 
 
 class _ChunkStream(io.RawIOBase):
@@ -134,7 +138,7 @@ class _ChunkStream(io.RawIOBase):
         return n
 
 
-def read_postgres(entity: Entity, uri: str) -> Iterator[pa.RecordBatch]:
+def read_postgres(entity: Entity, uri: str, window: Window | None = None) -> Iterator[pa.RecordBatch]:
     """COPY ... TO STDOUT (CSV) streamed into Arrow's CSV reader: no row ever becomes a Python object."""
     import psycopg
     from psycopg import sql
@@ -142,11 +146,19 @@ def read_postgres(entity: Entity, uri: str) -> Iterator[pa.RecordBatch]:
     schema = arrow_schema(entity)
     cols = list(entity.columns)
     schema_name, table = entity.table.split(".", 1)
+    where = sql.SQL("")
+    if window is not None:
+        cur_col = sql.Identifier(window.cursor)
+        parts = [sql.SQL("{} <= {}").format(cur_col, sql.Literal(window.high))]
+        if window.low is not None:
+            parts.insert(0, sql.SQL("{} > {}").format(cur_col, sql.Literal(window.low)))
+        where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts)
     query = sql.SQL(
-        "COPY (SELECT {cols} FROM {tbl} ORDER BY {key}) TO STDOUT WITH (FORMAT csv, NULL '\\N')"
+        "COPY (SELECT {cols} FROM {tbl}{where} ORDER BY {key}) TO STDOUT WITH (FORMAT csv, NULL '\\N')"
     ).format(
         cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols),
         tbl=sql.Identifier(schema_name, table),
+        where=where,
         key=sql.Identifier(entity.key),
     )
     try:
@@ -168,7 +180,7 @@ def read_postgres(entity: Entity, uri: str) -> Iterator[pa.RecordBatch]:
         raise SourceUnavailableError(f"PostgreSQL source for {entity.qualified} unavailable: {exc}") from exc
 
 
-def read_mysql(entity: Entity, uri: str) -> Iterator[pa.RecordBatch]:
+def read_mysql(entity: Entity, uri: str, window: Window | None = None) -> Iterator[pa.RecordBatch]:
     """Server-side cursor, fetched in blocks and converted column-wise."""
     import pymysql
     import pymysql.cursors
@@ -193,7 +205,13 @@ def read_mysql(entity: Entity, uri: str) -> Iterator[pa.RecordBatch]:
     try:
         with conn.cursor() as cur:
             col_sql = ", ".join(f"`{c}`" for c in cols)
-            cur.execute(f"SELECT {col_sql} FROM `{db_name}`.`{table}` ORDER BY `{entity.key}`")
+            where, args = "", ()
+            if window is not None:
+                where, args = f" WHERE `{window.cursor}` <= %s", (window.high,)
+                if window.low is not None:
+                    where = f" WHERE `{window.cursor}` > %s AND `{window.cursor}` <= %s"
+                    args = (window.low, window.high)
+            cur.execute(f"SELECT {col_sql} FROM `{db_name}`.`{table}`{where} ORDER BY `{entity.key}`", args)
             while rows := cur.fetchmany(FETCH_ROWS):
                 columns = list(zip(*rows, strict=True))
                 yield pa.record_batch(
@@ -254,7 +272,7 @@ def read_csv_drop(agency: Agency, entity: Entity, logical_date: str, cfg: Settin
             raise SourceDataError(f"{entity.qualified}: {exc}") from exc
 
 
-def read_rest(entity: Entity, base_url: str) -> Iterator[pa.RecordBatch]:
+def read_rest(entity: Entity, base_url: str, window: Window | None = None) -> Iterator[pa.RecordBatch]:
     """Keyset-paged JSON with retries (backoff) on 5xx, 429, timeouts, malformed or short pages."""
     import datetime as dt
     import json
@@ -273,6 +291,10 @@ def read_rest(entity: Entity, base_url: str) -> Iterator[pa.RecordBatch]:
         while True:
             page_no += 1
             params = {"page_size": REST_PAGE_SIZE} | ({"cursor": cursor} if cursor else {})
+            if window is not None:
+                params |= {"updated_until": window.high.isoformat()}
+                if window.low is not None:
+                    params |= {"updated_after": window.low.isoformat()}
             problem = ""
             for attempt in range(REST_ATTEMPTS):
                 if attempt:
@@ -332,19 +354,19 @@ def read_rest(entity: Entity, base_url: str) -> Iterator[pa.RecordBatch]:
 
 
 def read_entity(agency: Agency, entity: Entity, cfg: Settings, logical_date: str = "",
-                stats: list | None = None) -> Iterator[pa.RecordBatch]:
+                stats: list | None = None, window: Window | None = None) -> Iterator[pa.RecordBatch]:
     uri = connection_uri(agency.conn_id)
     if entity.kind == "csv":
         return read_csv_drop(agency, entity, logical_date, cfg, stats)
     if uri is None:
-        return read_file(entity, cfg)
+        return read_file(entity, cfg, window)
     if entity.kind == "rest":
-        return read_rest(entity, uri)
+        return read_rest(entity, uri, window)
     scheme = urlsplit(uri).scheme
     if scheme.startswith("postgres"):
-        return read_postgres(entity, uri)
+        return read_postgres(entity, uri, window)
     if scheme.startswith(("mysql", "mariadb")):
-        return read_mysql(entity, uri)
+        return read_mysql(entity, uri, window)
     raise SourceUnavailableError(f"{agency.conn_id}: unsupported connection scheme {scheme!r}")
 
 
@@ -369,12 +391,23 @@ def source_kind(agency: Agency, entity: Entity) -> str:
     return "file" if connection_uri(agency.conn_id) is None else agency.kind
 
 
-def extract(qualified: str, logical_date: str, cfg: Settings | None = None) -> ExtractResult:
-    """Replace the raw partition of `logical_date` for one entity with a fresh full extract."""
+def extract(
+    qualified: str, logical_date: str, cfg: Settings | None = None, mode: str | None = None
+) -> ExtractResult:
+    """Replace the raw partition of `logical_date` for one entity: a full snapshot, or in
+    incremental mode the rows whose cursor lies in the logical date's fixed window."""
+    from zerodoc.sources.watermarks import record_window, window_for
+
     cfg = cfg or load_settings()
     agency_code, name = qualified.split(".", 1)
     agency = agencies()[agency_code]
     entity = agency.entities[name]
+    mode = mode or entity.mode
+    window = None
+    if mode == "incremental":
+        if entity.cursor is None or entity.kind == "csv":
+            raise SourceDataError(f"{qualified}: incremental mode needs a cursor column and a queryable source")
+        window = window_for(entity, logical_date, cfg)
     schema = raw_schema(entity)
     final = raw_partition(entity, logical_date, cfg)
     rows = 0
@@ -384,7 +417,7 @@ def extract(qualified: str, logical_date: str, cfg: Settings | None = None) -> E
         with pq.ParquetWriter(part, schema, compression="zstd") as writer:
             pending: list[pa.RecordBatch] = []
             pending_rows = 0
-            for batch in read_entity(agency, entity, cfg, logical_date, file_stats):
+            for batch in read_entity(agency, entity, cfg, logical_date, file_stats, window):
                 if batch.schema != schema:
                     batch = batch.cast(schema)
                 pending.append(batch)
@@ -417,7 +450,11 @@ def extract(qualified: str, logical_date: str, cfg: Settings | None = None) -> E
                 for st in file_stats
             ]
             manifest["parse_errors"] = sum(st.parse_errors for st in file_stats)
+        if window is not None:
+            manifest["window"] = window.as_dict()
         write_json_atomic(tmp / "_manifest.json", manifest)
+    if window is not None:
+        record_window(entity, logical_date, window, rows, checksum, cfg)
     return ExtractResult(
         agency.code, entity.name, logical_date, rows, final / "part-0.parquet", final / "_manifest.json",
         checksum, describe_source(agency, entity, cfg),
