@@ -1,0 +1,172 @@
+"""The rule-driven marts: official median figures, household vs median, Youth Leap, suppression, notifications."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import random
+from collections import Counter
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from zerodoc.config import Settings
+from zerodoc.privacy import pseudonymize
+from zerodoc.transform.runner import contract_hash, run_dbt
+
+from .conftest import DS, write_validated_zone
+
+# 기준 중위소득, monthly KRW, sizes 1–7 (MOHW announcements; sources in seeds/_seeds.yml).
+OFFICIAL_MEDIANS = {
+    2024: [2_228_445, 3_682_609, 4_714_657, 5_729_913, 6_695_735, 7_618_369, 8_514_994],
+    2025: [2_392_013, 3_932_658, 5_025_353, 6_097_773, 7_108_192, 8_064_805, 8_988_428],
+    2026: [2_564_238, 4_199_292, 5_359_036, 6_494_738, 7_556_719, 8_555_952, 9_515_150],
+}
+NEW_MARTS = ("household_v1", "living_population_by_region_v1", "youth_leap_eligibility_v1", "benefit_notifications_v1")
+
+
+def _rows(cfg: Settings, sql: str) -> list[tuple]:
+    with duckdb.connect(str(cfg.warehouse_path), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_median_seed_holds_the_official_figures_with_year_long_validity():
+    seed = Settings.from_env().dbt_project_dir / "seeds" / "standard_median_incomes.csv"
+    with seed.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    got: dict[int, list[int]] = {}
+    for r in sorted(rows, key=lambda r: (int(r["median_year"]), int(r["household_size"]))):
+        year = int(r["median_year"])
+        assert (r["effective_from"], r["effective_to"]) == (f"{year}-01-01", f"{year}-12-31")
+        assert r["rule_id"] == f"SMI-{year}" and r["source"]
+        got.setdefault(year, []).append(int(r["median_income_krw"]))
+    assert got == OFFICIAL_MEDIANS
+
+
+def test_new_marts_build_with_enforced_contracts(built):
+    cfg, summary = built
+    ids = {n.unique_id for n in summary.nodes}
+    for mart in NEW_MARTS:
+        assert f"model.zerodoc.{mart}" in ids
+        assert len(contract_hash(mart, cfg)) == 64
+    assert "test.zerodoc.assert_population_suppressed_cells_not_derivable" in ids
+
+
+def test_household_income_against_the_2025_median(built, pseudonym_key):
+    cfg, _ = built
+    rows = _rows(
+        cfg,
+        "select household_id, household_size, household_income_krw, median_rule_id, median_income_krw, "
+        "round(income_to_median_ratio, 6) from shared.household_v1 order by household_id",
+    )
+    # Household 100: 김철수's 2024 income (31,000,100) is the only filing; 3 persons → 5,025,353.
+    # Household 200: 박서준's amended 2024 return (13,750,000); 1 person → 2,392,013.
+    assert rows == [
+        (100, 3, 31_000_100, "SMI-2025", 5_025_353, round(31_000_100 / 12 / 5_025_353, 6)),
+        (200, 1, 13_750_000, "SMI-2025", 2_392_013, round(13_750_000 / 12 / 2_392_013, 6)),
+    ]
+
+
+def test_youth_leap_rows_explain_themselves_and_feed_one_notification(built, pseudonym_key):
+    cfg, _ = built
+    rows = {
+        r[0]: r[1:]
+        for r in _rows(
+            cfg,
+            "select subject_pseudonym, rule_id, age_on_as_of, is_eligible, ineligibility_reason "
+            "from shared.youth_leap_eligibility_v1",
+        )
+    }
+    p = lambda rrn: pseudonymize(rrn, pseudonym_key)  # noqa: E731
+    assert rows[p("900404-1111111")] == ("YLA-2023-06", 34, True, None)
+    assert rows[p("800101-1234567")] == ("YLA-2023-06", 45, False, "age_out_of_range")
+    notes = _rows(cfg, "select subject_pseudonym, programme, cast(eligible_on as varchar) from shared.benefit_notifications_v1")
+    assert notes == [(p("900404-1111111"), "youth_leap_account", DS)]
+
+
+def test_notifications_are_not_repeated_on_rerun_or_next_day(built):
+    cfg, _ = built
+    before = _rows(cfg, "select * from shared.benefit_notifications_v1 order by all")
+    run_dbt(["build", "--select", "benefit_notifications_v1"], ds=DS, cfg=cfg)
+    assert _rows(cfg, "select * from shared.benefit_notifications_v1 order by all") == before
+    next_day = (dt.date.fromisoformat(DS) + dt.timedelta(days=1)).isoformat()
+    write_validated_zone(cfg.home, ds=next_day)
+    run_dbt(["build", "--select", "+benefit_notifications_v1"], ds=next_day, cfg=cfg)
+    assert _rows(cfg, "select * from shared.benefit_notifications_v1 order by all") == before
+
+
+SIGUNGUS = ["11110", "11140", "26350", "41590", "52111"]
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory: pytest.TempPathFactory):
+    """A few thousand residents skewed so most sigungu have many small cells; returns (cfg, true counts)."""
+    home = tmp_path_factory.mktemp("population_home")
+    write_validated_zone(home)  # households and income; residents are replaced below
+    rng = random.Random(5)
+    n = 3_000
+    sigungu = [rng.choices(SIGUNGUS, weights=[60, 25, 10, 4, 1])[0] for _ in range(n)]
+    born = [dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(0, 85 * 365)) for _ in range(n)]
+    sex = [rng.choice("MF") for _ in range(n)]
+    part = home / "validated" / "mois" / "residents" / f"ds={DS}" / "part-0.parquet"
+    pq.write_table(pa.table({
+        "resident_id": pa.array(range(1, n + 1), pa.int64()),
+        "rrn": pa.array([f"{i:013d}" for i in range(1, n + 1)]),
+        "name": pa.array(["홍길동"] * n),
+        "sex": pa.array(sex),
+        "birth_date": pa.array([b.strftime("%Y%m%d") for b in born]),
+        "household_id": pa.array([100] * n, pa.int64()),
+        "sigungu_code": pa.array(sigungu),
+        "address": pa.array(["서울특별시 종로구 세종대로 209"] * n),
+        "moved_in_date": pa.array(["20200101"] * n),
+        "updated_at": pa.array([dt.datetime(2025, 2, 28)] * n, pa.timestamp("us")),
+    }), part)  # fmt: skip
+    as_of = dt.date.fromisoformat(DS)
+
+    def band(b: dt.date) -> str:
+        age = as_of.year - b.year - ((as_of.month, as_of.day) < (b.month, b.day))
+        return "80+" if age >= 80 else f"{age // 10 * 10:02d}-{age // 10 * 10 + 9:02d}"
+
+    truth = Counter((s, band(b), x) for s, b, x in zip(sigungu, born, sex, strict=True))
+    cfg = Settings(home=home)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZERODOC_HOME", str(home))
+        run_dbt(["build", "--select", "+living_population_by_region_v1", "--indirect-selection", "cautious"], ds=DS, cfg=cfg)
+    return cfg, truth
+
+
+def test_no_cell_under_five_is_published_or_derivable(population):
+    cfg, truth = population
+    rows = _rows(
+        cfg,
+        "select sigungu_code, age_band, sex, is_total, population, is_suppressed "
+        "from shared.living_population_by_region_v1",
+    )
+    assert len(rows) == len(SIGUNGUS) * 19
+    suppressed_somewhere = False
+    for code in SIGUNGUS:
+        group = [r for r in rows if r[0] == code]
+        (total,) = [r for r in group if r[3]]
+        cells = [r for r in group if not r[3]]
+        published = [r for r in cells if not r[5]]
+        hidden = [r for r in cells if r[5]]
+        # Published counts are the true counts and never under 5.
+        for s, b, x, _, pop, _ in published:
+            assert pop == truth[(s, b, x)] >= 5
+        assert all(r[4] is None for r in hidden)
+        assert all(truth[(r[0], r[1], r[2])] >= 5 for r in published)
+        assert all(r[5] for r in cells if truth[(r[0], r[1], r[2])] < 5), "a small cell escaped primary suppression"
+        true_total = sum(v for k, v in truth.items() if k[0] == code)
+        if total[5]:
+            assert true_total < 5 and not published
+            continue
+        assert total[4] == true_total
+        if hidden:
+            suppressed_somewhere = True
+            # The only relation a reader has: hidden cells sum to total − published. With two or
+            # more hidden cells and that sum ≥ 5, no hidden cell has a single possible value.
+            remainder = total[4] - sum(r[4] for r in published)
+            assert len(hidden) >= 2 and remainder >= 5
+    assert suppressed_somewhere
