@@ -57,6 +57,7 @@ PURPOSE = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
 MAX_BODY_BYTES = 4096
 NO_STORE = {"Cache-Control": "no-store"}
 DEFAULT_RATE_PER_SEC = 200.0
+MAX_BUCKETS = 10_000  # rate-limit buckets kept per process (unauthenticated ones are per address)
 DEFAULT_CONSENT_DAYS_MAX = 366 * 5
 SIGNED_ROUTES = ("/v1/evidence", "/v1/bundles/crime-victim-support")
 
@@ -163,6 +164,10 @@ class RateLimiter:
             return None
         now = self.clock()
         with self._lock:
+            if len(self._buckets) > MAX_BUCKETS:
+                # Forget holders idle long enough to have refilled: they would start full anyway.
+                idle = self.burst / self.rate
+                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < idle}
             tokens, last = self._buckets.get(key, (self.burst, now))
             tokens = min(self.burst, tokens + (now - last) * self.rate)
             if tokens >= 1:
