@@ -67,6 +67,9 @@ def cluster_env(cfg: Settings) -> dict[str, str]:
         "AIRFLOW__CELERY__BROKER_URL": broker_url(),
         "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + dsn.replace("+psycopg2", ""),
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+        # Two workers x two slots: let one DAG use all four.
+        "AIRFLOW__CORE__PARALLELISM": "8",
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port()}/execution/",
         "AIRFLOW__API__PORT": str(api_port()),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port()}",
@@ -278,7 +281,6 @@ def run_pipeline(cfg: Settings, ds: str, timeout: float = 1800, log=print) -> di
         raise ValueError(f"the scheduler will run {latest_interval_date()}, not {ds}")
     env = {**os.environ, **cluster_env(cfg)}
     ingest = [f"ingest_{c}" for c in agencies()]
-    t0 = time.time()
     for dag_id in ["publish_shared", *ingest]:
         _run([_bin("airflow"), "dags", "unpause", dag_id], env)
         log(f"unpaused {dag_id}")
@@ -290,15 +292,19 @@ def run_pipeline(cfg: Settings, ds: str, timeout: float = 1800, log=print) -> di
             {"ids": ingest, "ds": ds},
         )
         states = {d: s for d, s in rows}
-        publish = _db_rows(
-            "select state from dag_run where dag_id = 'publish_shared' and run_after >= to_timestamp(:t0) "
-            "order by id desc limit 1", {"t0": t0},
-        )
-        if publish and publish[0][0] in ("success", "failed"):
-            states["publish_shared"] = publish[0][0]
-            break
         if any(s == "failed" for s in states.values()):
             break
+        if len(states) == len(ingest) and all(s == "success" for s in states.values()):
+            # the asset-triggered publish run that followed the last of these ingest runs
+            publish = _db_rows(
+                "select state from dag_run where dag_id = 'publish_shared' and run_after >= "
+                "(select min(start_date) from dag_run where dag_id = any(:ids) and logical_date::date = :ds) "
+                "order by id desc limit 1", {"ids": ingest, "ds": ds},
+            )
+            if publish:
+                states["publish_shared"] = publish[0][0]
+                if publish[0][0] in ("success", "failed"):
+                    break
         time.sleep(3)
     workers = _db_rows(
         "select ti.task_id, ti.dag_id, x.value from task_instance ti join xcom x "
