@@ -170,3 +170,40 @@ def test_no_cell_under_five_is_published_or_derivable(population):
             remainder = total[4] - sum(r[4] for r in published)
             assert len(hidden) >= 2 and remainder >= 5
     assert suppressed_somewhere
+
+
+def test_incremental_staging_applies_changes_and_deletions(built, pseudonym_key):
+    cfg, _ = built
+    import pyarrow.compute as pc
+
+    day3 = (dt.date.fromisoformat(DS) + dt.timedelta(days=2)).isoformat()
+    src = cfg.home / "validated"
+    residents = pq.read_table(src / "mois" / "residents" / f"ds={DS}" / "part-0.parquet")
+    # 박서준 (resident 4) moves to 종로구 and the agency bumps updated_at; resident 5 is removed.
+    moved = pc.equal(residents["resident_id"], 4)
+    residents = residents.set_column(
+        residents.schema.get_field_index("sigungu_code"), "sigungu_code",
+        pc.if_else(moved, "11110", residents["sigungu_code"]),
+    ).set_column(
+        residents.schema.get_field_index("updated_at"), "updated_at",
+        pc.if_else(moved, pa.scalar(dt.datetime(2025, 3, 2, 9), pa.timestamp("us")), residents["updated_at"]),
+    ).filter(pc.not_equal(residents["resident_id"], 5))
+    incomes = pq.read_table(src / "nts" / "income" / f"ds={DS}" / "part-0.parquet")
+    incomes = incomes.filter(pc.not_equal(incomes["income_id"], 1))
+    households = pq.read_table(src / "mois" / "households" / f"ds={DS}" / "part-0.parquet")
+    for agency, entity, table in (("mois", "residents", residents), ("nts", "income", incomes),
+                                  ("mois", "households", households)):
+        part = src / agency / entity / f"ds={day3}"
+        part.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, part / "part-0.parquet")
+
+    run_dbt(["run", "--select", "stg_mois__residents", "stg_nts__incomes"], ds=day3, cfg=cfg)
+    staged = _rows(cfg, "select resident_id, subject_pseudonym, sigungu_code from staging.stg_mois__residents order by 1")
+    p = lambda rrn: pseudonymize(rrn, pseudonym_key)  # noqa: E731
+    assert staged == [
+        (1, p("800101-1234567"), "11110"),
+        (2, p("820202-2345678"), "11110"),
+        (3, p("100303-3456789"), "11110"),
+        (4, p("900404-1111111"), "11110"),
+    ]
+    assert [r[0] for r in _rows(cfg, "select income_id from staging.stg_nts__incomes order by 1")] == [2, 3, 4]

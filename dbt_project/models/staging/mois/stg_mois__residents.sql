@@ -1,12 +1,40 @@
 -- Raw rrn is read here and only here: it leaves as subject_pseudonym (zd_pseudonym is the TEMP
 -- macro created per connection by zerodoc.transform.dbt_plugin). Name and address are not needed
 -- by any shared dataset, so they stay in the validated zone (data minimisation).
+-- Incremental: the HMAC is the expensive part, so only rows new or changed since the warehouse
+-- copy (updated_at differs) are re-pseudonymised; rows gone from today's snapshot are deleted by
+-- the post-hook. docs/dbt.md explains the strategy.
+
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='resident_id',
+        on_schema_change='fail',
+        post_hook=[
+            "{% if is_incremental() %}delete from {{ this }} where resident_id not in (select cast(resident_id as bigint) from {{ source('mois', 'residents') }}){% endif %}"
+        ]
+    )
+}}
 
 with
 
 source as (
 
     select * from {{ source('mois', 'residents') }}
+
+),
+
+changed as (
+
+    select source.*
+    from source
+    {% if is_incremental() %}
+    left join {{ this }} as current_rows
+        on cast(source.resident_id as bigint) = current_rows.resident_id
+        and cast(source.updated_at as timestamp) = current_rows.updated_at
+    where current_rows.resident_id is null
+    {% endif %}
 
 ),
 
@@ -22,7 +50,7 @@ renamed as (
         {{ parse_yyyymmdd('moved_in_date') }} as moved_in_on,
         cast(updated_at as timestamp) as updated_at
 
-    from source
+    from changed
 
 )
 
