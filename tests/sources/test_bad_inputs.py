@@ -81,6 +81,17 @@ def test_csv_case(name, zerodoc_home, monkeypatch):
     assert extract(q, DS, cfg).path.read_bytes() == data
 
 
+@pytest.mark.parametrize("name", sorted(n for n, c in CASES["csv"].items() if "fails" not in c))
+def test_fast_and_exact_csv_readers_write_the_same_bytes(name, zerodoc_home, monkeypatch):
+    q = _drop(zerodoc_home, CASES["csv"][name], monkeypatch)
+    cfg = settings()
+    fast = extract(q, DS, cfg)
+    data, manifest = fast.path.read_bytes(), fast.manifest_path.read_bytes()
+    monkeypatch.setattr(ex, "CSV_FAST_PATH", False)
+    exact = extract(q, DS, cfg)
+    assert (exact.path.read_bytes(), exact.manifest_path.read_bytes()) == (data, manifest)
+
+
 # One GX run per case costs seconds: a representative set, every outcome kind covered.
 VALIDATED = ["duplicate_keys", "formula_text", "fullwidth_digits", "impossible_dates", "invalid_resident_number",
              "truncated_last_line"]

@@ -67,6 +67,17 @@ def test_extract_counts_match_the_plan_and_rerun_is_identical(generated, qualifi
         assert flagged == sum(expected[qualified].get("flagged", {}).values())
 
 
+@pytest.mark.parametrize("qualified", ["moel.employment_insurance", "moel.unemployment_benefits",
+                                       "police.crime_victim_cases"])
+def test_generated_deliveries_read_the_same_fast_or_exact(generated, qualified, monkeypatch):
+    from zerodoc.sources import extract as ex
+
+    cfg, _ = generated
+    fast = extract(qualified, "2026-11-20", cfg).path.read_bytes()
+    monkeypatch.setattr(ex, "CSV_FAST_PATH", False)
+    assert extract(qualified, "2026-11-20", cfg).path.read_bytes() == fast
+
+
 def test_identifiers_have_real_formats(generated):
     cfg, _ = generated
     frn = pq.read_table(cfg.sources_dir / "moj/foreign_residents.parquet")["frn"].to_pylist()

@@ -37,6 +37,7 @@ META_FIELDS = [
 _INT = re.compile(r"[+-]?[0-9]+")
 _THOUSANDS = re.compile(r"[+-]?[0-9]{1,3}(,[0-9]{3})+")
 _FULLWIDTH = re.compile(r"[０-９]")
+_HANGUL = re.compile(r"[\uac00-\ud7a3]")
 # Text a spreadsheet would execute (CSV injection, OWASP): =, +, @, or - followed by a non-number.
 _FORMULA = re.compile(r"^(?:[=+@\t\r]|-[^0-9.\s])")
 
@@ -73,8 +74,10 @@ def detect_encoding(path: Path) -> str:
             if raw.isascii():
                 continue
             try:
-                raw.decode("utf-8")
-                utf8_text += 1
+                # Short CP949 runs can be valid UTF-8 by accident (lead C2-C8, trail A1-BF), but they
+                # decode to Latin letters, never to Hangul: only Hangul marks a UTF-8 line.
+                if _HANGUL.search(raw.decode("utf-8")):
+                    utf8_text += 1
             except UnicodeDecodeError as exc:
                 if exc.reason == "unexpected end of data" and not raw.endswith(b"\n"):
                     continue  # a read cut inside a character of an oversized line
@@ -314,3 +317,151 @@ def _arrow(t: str) -> pa.DataType:
     from zerodoc.sources.extract import ARROW
 
     return ARROW[t]
+
+
+# ---- fast path ----------------------------------------------------------------------------------
+# Arrow's multithreaded CSV reader over the transcoded bytes, for files with nothing to report.
+# Any sign of trouble (mixed encodings, NUL, an oversized line, a record spanning lines, a field
+# count or value the reader rejects) returns None and the exact line-by-line reader above takes
+# the file, so both paths give identical rows (tests/sources compare them on the whole corpus).
+_UTF8_HANGUL = re.compile(rb"[\xea-\xed][\x80-\xbf][\x80-\xbf]")
+_INT_RE2 = r"^[+-]?[0-9]+$"
+# A quote that neither opens nor closes a field nor escapes one: Arrow reads it leniently, the
+# exact reader reports it.
+_STRAY_QUOTE = re.compile(rb'(?<![,\n"])"(?![,\n"])')
+_TS_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def fast_encoding(data: bytes, path: Path) -> str | None:
+    if data.startswith(BOM):
+        try:
+            data[3:].decode("utf-8")
+            return "utf-8-sig"
+        except UnicodeDecodeError:
+            return None
+    try:
+        data.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        data.decode("cp949")
+    except UnicodeDecodeError:
+        return None
+    # CP949 decodes most UTF-8 too: only a file with no UTF-8 Hangul-like run is surely CP949.
+    if _UTF8_HANGUL.search(data):
+        return "cp949" if detect_encoding(path) == "cp949" else None
+    return "cp949"
+
+
+def read_delivery_file_fast(path: Path, rel: str, columns: dict[str, str], stats: FileStats) -> list | None:
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    data = path.read_bytes()
+    if not data or b"\x00" in data or b"\r" in data or _STRAY_QUOTE.search(data):
+        return None
+    encoding = fast_encoding(data, path)
+    if encoding is None:
+        return None
+    nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    if len(nl) and (np.diff(np.r_[-1, nl]).max() > MAX_LINE_BYTES or len(data) - nl[-1] - 1 > MAX_LINE_BYTES):
+        return None
+    if not len(nl) and len(data) > MAX_LINE_BYTES:
+        return None
+    text = data[3:] if encoding == "utf-8-sig" else data
+    if encoding == "cp949":
+        text = text.decode("cp949").encode("utf-8")
+    names = list(columns)
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(text),
+            read_options=pacsv.ReadOptions(block_size=16 << 20),
+            parse_options=pacsv.ParseOptions(newlines_in_values=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in names}, null_values=[""], strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if table.column_names != names:
+        return None
+    physical = len(nl) + (0 if data.endswith(b"\n") else 1)
+    if table.num_rows != physical - 1:  # a record spanned lines, or blank lines: let the exact path decide
+        return None
+    n = table.num_rows
+    cols: list[pa.Array] = []
+    flags = [None] * n
+    bad = np.zeros(n, dtype=bool)
+    for c, t in columns.items():
+        col = table[c].combine_chunks()
+        if t in ("int32", "int64"):
+            bad |= ~pc.fill_null(pc.match_substring_regex(col, _INT_RE2), True).to_numpy(zero_copy_only=False)
+        elif t == "timestamp":
+            parsed = pc.strptime(col, format=_TS_FORMAT, unit="us", error_is_null=True)
+            bad |= (pc.is_null(parsed).to_numpy(zero_copy_only=False) & pc.is_valid(col).to_numpy(zero_copy_only=False))
+        elif t != "string":
+            return None  # date/float/bool: the exact path's parsing rules
+    # Rows with a value the fast rules do not accept get the exact reader's per-value conversion.
+    bad_rows = np.flatnonzero(bad)
+    fixed: dict[str, list] = {c: [] for c in columns}
+    errors: list[str | None] = []
+    for i in bad_rows:
+        errs = []
+        for c, t in columns.items():
+            v, e = _convert(table[c][int(i)].as_py() or "", t, c)
+            fixed[c].append(v)
+            if e:
+                errs.append(e)
+        errors.append("; ".join(errs) or None)
+    mask = pa.array(bad)
+    for c, t in columns.items():
+        col = table[c].combine_chunks()
+        typ = _arrow(t)
+        if t in ("int32", "int64"):
+            clean = pc.if_else(mask, pa.scalar(None, pa.string()), col) if len(bad_rows) else col
+            try:
+                col = pc.cast(clean, typ)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                return None
+        elif t == "timestamp":
+            col = pc.strptime(col, format=_TS_FORMAT, unit="us", error_is_null=True)
+        else:
+            hit = pc.fill_null(pc.match_substring_regex(col, _FORMULA.pattern), False)
+            for i in np.flatnonzero(hit.to_numpy(zero_copy_only=False)):
+                flags[i] = f"formula_text: {c}" if flags[i] is None else f"{flags[i]}; formula_text: {c}"
+        if len(bad_rows):
+            col = pc.replace_with_mask(col, mask, pa.array(fixed[c], typ))
+        cols.append(col)
+    raw_line: list[str | None] = [None] * n
+    parse_error: list[str | None] = [None] * n
+    if len(bad_rows):
+        tnl = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
+        starts = np.r_[0, tnl + 1]
+        for i, err in zip(bad_rows, errors, strict=True):
+            if err is None:
+                continue
+            line = int(i) + 1  # 0 = header
+            end = tnl[line] if line < len(tnl) else len(text)
+            raw_line[i] = text[starts[line] : end].decode("utf-8")
+            parse_error[i] = err
+    stats.parse_errors = sum(e is not None for e in parse_error)
+    for e in parse_error:
+        if e:
+            kind = e.split(":", 1)[0] if e.startswith("column ") else e.split(" (", 1)[0]
+            stats.reasons[kind] = stats.reasons.get(kind, 0) + 1
+    stats.encoding = encoding
+    stats.records = n
+    stats.flagged = sum(f is not None for f in flags)
+    meta = [
+        pa.array([rel] * n, pa.string()) if n else pa.array([], pa.string()),
+        pa.array(np.arange(2, n + 2, dtype=np.int64)),
+        pa.array(raw_line, pa.string()),
+        pa.array(parse_error, pa.string()),
+        pa.array(flags, pa.string()),
+    ]
+    schema = pa.schema([(c, _arrow(t)) for c, t in columns.items()] + META_FIELDS)
+    out = pa.Table.from_arrays(cols + meta, schema=schema)
+    return out.to_batches(max_chunksize=BATCH_ROWS)
