@@ -204,10 +204,14 @@ def cluster_run(
 
 def _register_optional() -> None:
     """Sub-commands owned by the API and audit packages."""
-    from zerodoc.api.cli import consumer_app
+    from zerodoc.api.cli import consumer_app, evidence_verify, keys_app
     from zerodoc.audit.cli import audit_verify
 
-    app.add_typer(consumer_app, name="consumer", help="Create, list and revoke API consumers.")
+    app.add_typer(consumer_app, name="consumer", help="Create, list, rotate and revoke API consumers.")
+    app.add_typer(keys_app, name="keys", help="Evidence signing keys: rotate, list.")
+    evidence_app = typer.Typer(help="Check signed evidence answers.", no_args_is_help=True)
+    evidence_app.command("verify")(evidence_verify)
+    app.add_typer(evidence_app, name="evidence")
     audit_app = typer.Typer(help="Check the tamper-evident logs.", no_args_is_help=True)
     audit_app.command("verify")(audit_verify)
     app.add_typer(audit_app, name="audit")
