@@ -26,7 +26,7 @@ from zerodoc.quality.identifiers import (
     is_valid_brn,
     is_valid_frn,
     region_codes,
-    region_list_sql,
+    region_regex,
 )
 from zerodoc.quality.suite import Check, unexpected_predicate
 
@@ -190,10 +190,12 @@ def test_frn_macro_exhaustive_over_dates_and_sex_digits() -> None:
 
 def test_region_predicate_matches_python() -> None:
     con = duckdb.connect()
-    values = ["11110", "11119", "26110", "1111", "ABCDE", "11", None]
+    values = ["11110", "11119", "26110", "1111", "111101", "x11110", "ABCDE", "11", "1", None]
     for level in ("sigungu", "sido"):
         got = dict(
-            con.execute(f"SELECT x, x IN {region_list_sql(level)} FROM unnest(?::VARCHAR[]) t(x)", [values]).fetchall()
+            con.execute(
+                f"SELECT x, regexp_full_match(x, '{region_regex(level)}') FROM unnest(?::VARCHAR[]) t(x)", [values]
+            ).fetchall()
         )
         assert got == {v: (None if v is None else is_existing_region_code(v, level)) for v in values}
 

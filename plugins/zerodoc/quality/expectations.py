@@ -16,7 +16,7 @@ from zerodoc.quality.identifiers import (
     is_valid_frn,
     is_valid_rrn,
     is_valid_yyyymmdd,
-    region_codes,
+    region_regex,
 )
 
 
@@ -102,7 +102,7 @@ class ColumnValuesExistingRegionCode(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, level="sigungu", **kwargs):
-        return column.in_(sorted(region_codes(level)))
+        return sa.func.regexp_full_match(column, sa.literal(region_regex(level)), type_=sa.Boolean)
 
 
 class ExpectColumnValuesToBeValidRrn(ColumnMapExpectation):

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from zerodoc.quality.identifiers import region_list_sql
+from zerodoc.quality.identifiers import region_regex
 
 SEVERITIES = ("fail", "warn")
 
@@ -171,7 +171,7 @@ _CONDITIONS = {
     "expect_column_values_to_be_valid_business_registration_number": lambda c, kw, t: f"NOT zd_brn_valid({c})",
     "expect_column_values_to_be_plausible_hangul_name": lambda c, kw, t: f"NOT zd_hangul_name({c})",
     "expect_column_values_to_be_existing_region_code": lambda c, kw, t: (
-        f"{c} NOT IN {region_list_sql(kw.get('level', 'sigungu'))}"
+        f"NOT regexp_full_match({c}, {sql_literal(region_regex(kw.get('level', 'sigungu')))})"
     ),
 }
 
