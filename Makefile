@@ -10,6 +10,7 @@ export ZERODOC_HOME ?= $(CURDIR)/var
 PERSONS ?= 10000000
 RUN_PERSONS ?= 20000
 SEED ?= 42
+SECTIONS ?= e2e,validate,api,extract
 
 .PHONY: help setup run test bench lint serve cluster-up cluster-down clean
 
@@ -42,8 +43,8 @@ test: setup ## Lint, then all tests against the real PostgreSQL and MariaDB (sta
 lint: setup ## ruff (with Airflow rules)
 	$(BIN)/ruff check dags plugins tests bench
 
-bench: setup ## Benchmarks at national scale (PERSONS=10000000); writes bench/results/latest.json
-	set -a; . ./.env; set +a; $(BIN)/python bench/run.py --persons $(PERSONS) --seed $(SEED)
+bench: setup ## Benchmarks at national scale (PERSONS=10000000, SECTIONS=e2e,validate,api,extract); writes bench/results/latest.json
+	set -a; . ./.env; set +a; $(BIN)/python bench/run.py --persons $(PERSONS) --seed $(SEED) --sections $(SECTIONS)
 
 serve: setup ## Start the evidence API on 127.0.0.1:8000
 	set -a; . ./.env; set +a; $(BIN)/zerodoc serve

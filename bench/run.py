@@ -148,29 +148,32 @@ def metric(name, value, unit, baseline, scale, target=None, higher_is_better=Fal
             "target": target, "meets_target": meets}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--persons", type=int, default=10_000_000)
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--home", type=Path, default=Path(os.environ.get("ZERODOC_BENCH_HOME", REPO / "var" / "bench")))
-    args = ap.parse_args()
-    if not os.environ.get("ZERODOC_PSEUDONYM_KEY"):
-        raise SystemExit("ZERODOC_PSEUDONYM_KEY is not set: run through `make bench`, which loads .env")
+SECTIONS = ("e2e", "validate", "api", "extract")
 
-    big = args.home / f"p{args.persons}"
-    small = args.home / f"p{SMALL}"
-    results: list[dict] = []
 
-    ensure_sources(big, args.persons, args.seed)
+def _section(name: str, results: list[dict], fn) -> None:
+    """Run one benchmark section; a failure is recorded, not allowed to lose the others' figures."""
+    log(f"— section {name} —")
+    try:
+        results.extend(fn())
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - reported in the results file
+        log(f"section {name} FAILED: {exc}")
+        results.append({"name": f"{name}.failed", "value": 1, "unit": "error", "baseline": None, "ratio": None,
+                        "scale": None, "target": 0, "meets_target": False, "error": str(exc)[:500]})
+
+
+def e2e_section(big: Path, small: Path, persons: int, seed: int) -> list[dict]:
+    results = []
+    ensure_sources(big, persons, seed)
     base_s, base_rss = run_baseline(big)
-    pipe_s, pipe_rss = run_pipeline(big, args.persons, args.seed)
-    results.append(metric("e2e.pipeline_seconds", pipe_s, "s", base_s, args.persons))
-    results.append(metric("e2e.pipeline_vs_raw_duckdb_ratio", pipe_s / base_s, "x", 1.0, args.persons, target=3.0))
-    results.append(metric("e2e.peak_rss_mb", pipe_rss, "MB", base_rss, args.persons, target=6000))
+    pipe_s, pipe_rss = run_pipeline(big, persons, seed)
+    results.append(metric("e2e.pipeline_seconds", pipe_s, "s", base_s, persons))
+    results.append(metric("e2e.pipeline_vs_raw_duckdb_ratio", pipe_s / base_s, "x", 1.0, persons, target=3.0))
+    results.append(metric("e2e.peak_rss_mb", pipe_rss, "MB", base_rss, persons, target=6000))
 
-    ensure_sources(small, SMALL, args.seed)
+    ensure_sources(small, SMALL, seed)
     small_base_s, _ = run_baseline(small)
-    small_pipe_s, _ = run_pipeline(small, SMALL, args.seed)
+    small_pipe_s, _ = run_pipeline(small, SMALL, seed)
     results.append(metric("e2e.fixed_overhead_seconds", small_pipe_s, "s", small_base_s, SMALL))
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,21 +181,86 @@ def main() -> None:
         trivial_s, _ = parse_seconds(Path(tmp), small)
     dags_s, n_dags = parse_seconds(REPO / "dags", small)
     results.append(metric("dag.parse_seconds_total", dags_s, "s", trivial_s, n_dags, target=3.0))
+    return results
+
+
+def validate_section(big: Path, persons: int) -> list[dict]:
+    sys.path.insert(0, str(REPO / "bench"))
+    from validate_bench import run_validate_bench
+
+    return run_validate_bench(persons, big)
+
+
+def api_section(big: Path) -> list[dict]:
+    sys.path.insert(0, str(REPO / "bench"))
+    from api_bench import run_api_bench
+
+    os.environ["ZERODOC_HOME"] = str(big)
+    return run_api_bench(big, seconds=15)
+
+
+def extract_section(home: Path, persons: int) -> list[dict]:
+    # ≥1M rows, and 5x that for the memory ratio: capped so generation fits in memory here.
+    n = min(persons, 1_000_000)
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from pathlib import Path\n"
+        "from zerodoc.sources.bench import main\n"
+        f"res = main({n}, Path({str(home / 'extract')!r}))\n"
+        "print('@@RESULTS@@' + json.dumps([r for r in res if 'unit' in r]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env_for(home), capture_output=True, text=True)
+    marker = [line for line in out.stdout.splitlines() if line.startswith("@@RESULTS@@")]
+    if out.returncode or not marker:
+        raise RuntimeError(f"extract bench failed: {out.stderr[-1500:]}")
+    return json.loads(marker[-1][len("@@RESULTS@@"):])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--persons", type=int, default=10_000_000)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma-separated subset of {', '.join(SECTIONS)}")
+    ap.add_argument("--home", type=Path, default=Path(os.environ.get("ZERODOC_BENCH_HOME", REPO / "var" / "bench")))
+    args = ap.parse_args()
+    if not os.environ.get("ZERODOC_PSEUDONYM_KEY"):
+        raise SystemExit("ZERODOC_PSEUDONYM_KEY is not set: run through `make bench`, which loads .env")
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+
+    big = args.home / f"p{args.persons}"
+    small = args.home / f"p{SMALL}"
+    results: list[dict] = []
+    if "e2e" in sections:
+        _section("e2e", results, lambda: e2e_section(big, small, args.persons, args.seed))
+    if "validate" in sections:
+        _section("validate", results, lambda: validate_section(big, args.persons))
+    if "api" in sections:
+        _section("api", results, lambda: api_section(big))
+    if "extract" in sections:
+        _section("extract", results, lambda: extract_section(args.home, args.persons))
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps(results, indent=2) + "\n"
+    payload = json.dumps(results, indent=2, default=str) + "\n"
     (RESULTS / "latest.json").write_text(payload)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS / f"run-{stamp}.json").write_text(payload)
 
+    def num(x) -> str:
+        return f"{x:,.3f}" if isinstance(x, (int, float)) else "-"
+
     print()
-    print(f"{'metric':38} {'value':>12} {'unit':5} {'baseline':>12} {'ratio':>8} {'scale':>11} {'target':>8}  ok")
+    print(f"{'metric':38} {'value':>14} {'unit':7} {'baseline':>14} {'ratio':>8} {'scale':>11} {'target':>9}  ok")
     for r in results:
-        ok = {True: "yes", False: "NO", None: "-"}[r["meets_target"]]
-        print(f"{r['name']:38} {r['value']:>12,.3f} {r['unit']:5} "
-              f"{(r['baseline'] if r['baseline'] is not None else float('nan')):>12,.3f} "
-              f"{(r['ratio'] if r['ratio'] is not None else float('nan')):>8.3f} {r['scale']:>11,} "
-              f"{str(r['target'] if r['target'] is not None else '-'):>8}  {ok}")
+        ok = {True: "yes", False: "NO", None: "-"}[r.get("meets_target")]
+        scale = f"{r['scale']:,}" if isinstance(r.get("scale"), int) else str(r.get("scale") or "-")
+        print(f"{r['name']:38} {num(r['value']):>14} {r['unit']:7} {num(r.get('baseline')):>14} "
+              f"{num(r.get('ratio')):>8} {scale:>11} {str(r.get('target') if r.get('target') is not None else '-'):>9}"
+              f"  {ok}")
     print(f"\nwritten: {RESULTS / 'latest.json'}")
 
 
