@@ -74,7 +74,8 @@ def _child_peak_rss(home: Path, qualified: str) -> int:
     code = (
         "import resource,sys;from zerodoc.config import settings;from zerodoc.sources.extract import extract;"
         f"extract({qualified!r}, '2026-11-20', settings());"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec from the forking parent.
+        "print([int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmHWM')][0])"
     )
     env = {**os.environ, "ZERODOC_HOME": str(home)}
     env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW_CONN_")}
