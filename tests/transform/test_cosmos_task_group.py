@@ -47,8 +47,13 @@ def test_task_group_builds_from_the_manifest_without_running_dbt(manifest, monke
 
     assert manifest_path(manifest).exists()
     task_ids = set(dag.task_dict)
-    for model in ("stg_mois__residents", "household_v1", "living_population_by_region_v1",
-                  "youth_leap_eligibility_v1", "benefit_notifications_v1"):
+    for model in (
+        "stg_mois__residents",
+        "household_v1",
+        "living_population_by_region_v1",
+        "youth_leap_eligibility_v1",
+        "benefit_notifications_v1",
+    ):
         assert f"{group.group_id}.{model}.run" in task_ids, model
         assert f"{group.group_id}.{model}.test" in task_ids, model
     assert any(t.startswith(f"{group.group_id}.standard_median_incomes") for t in task_ids), sorted(task_ids)
