@@ -1,0 +1,103 @@
+"""Auditor pages on a hand-made $ZERODOC_HOME: content, masking, filters, chain verification, auth."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from zerodoc.audit.log import AuditLog
+from zerodoc.config import Settings
+from zerodoc.ui.app import create_app
+
+RAW_ID = "900101-1234568"
+
+
+@pytest.fixture()
+def home(tmp_path):
+    cfg = Settings(home=tmp_path)
+    run = cfg.reports_dir / "validation" / "mois__residents-2026-11-20-abc"
+    (run / "data_docs").mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({
+        "suite": "mois__residents", "run_id": "mois__residents-2026-11-20-abc", "logical_date": "2026-11-20",
+        "extracted": 3000, "passed": 2957, "quarantined": 43,
+        "gate": {"passed": True, "message": "ok", "max_fail_percent": 5.0}, "checks": []}))
+    (run / "report.html").write_text("<html>report</html>")
+    (run / "data_docs" / "index.html").write_text(f"<html>unexpected: {RAW_ID}</html>")
+    ds = cfg.published_dir / "residence_v1"
+    v1, v2 = "2026-11-19.aaaa", "2026-11-20.bbbb"
+    for v, day in ((v1, "2026-11-19"), (v2, "2026-11-20")):
+        (ds / "versions" / v).mkdir(parents=True)
+        (ds / "versions" / v / "metadata.json").write_text(json.dumps({
+            "dataset": "residence_v1", "version": v, "as_of": day, "row_count": 10, "contract_hash": "c0ffee" * 6,
+            "columns": [["subject_pseudonym", "BYTE_ARRAY"], ["sido_name", "BYTE_ARRAY"]],
+            "validation_runs": [f"mois__residents-{day}-abc"]}))
+    (ds / "CURRENT.json").write_text(json.dumps({"version": v1}))
+    (ds / "HISTORY.jsonl").write_text(
+        json.dumps({"version": v1, "previous": None, "reason": "publish 2026-11-19"}) + "\n"
+        + json.dumps({"version": v2, "previous": v1, "reason": "publish 2026-11-20"}) + "\n"
+        + json.dumps({"version": v1, "previous": v2, "reason": "rollback by operator"}) + "\n")
+    log = AuditLog(cfg.state_dir / "audit" / "evidence.log")
+    for consumer, purpose in (("welfare-portal", "basic_livelihood_application"),
+                              ("bank-app", "youth_leap_account_eligibility")):
+        log.append(consumer=consumer, purpose=purpose, dataset="residence_v1", decision="allow", status=200,
+                   subject_pseudonym="f" * 64, consent_id="consent-12345", fields=["sido_name"])
+    return cfg
+
+
+def client(cfg, user="auditor"):
+    return TestClient(create_app(cfg, reader=lambda: user))
+
+
+def test_runs_page_shows_counts_and_links(home):
+    r = client(home).get("/runs")
+    assert r.status_code == 200
+    assert '<td class="n quarantined">43</td>' in r.text
+    assert 'reports/mois__residents-2026-11-20-abc/report.html' in r.text
+    assert 'reports/mois__residents-2026-11-20-abc/data_docs/index.html' in r.text
+
+
+def test_data_docs_are_served_with_identifiers_masked(home):
+    r = client(home).get("/reports/mois__residents-2026-11-20-abc/data_docs/index.html")
+    assert r.status_code == 200
+    assert RAW_ID not in r.text and "900101-1******" in r.text
+
+
+def test_report_files_cannot_escape_the_reports_folder(home):
+    assert client(home).get("/reports/x/..%2F..%2F..%2Fstate%2Faudit%2Fevidence.log").status_code == 404
+
+
+def test_publish_history_shows_versions_runs_and_rollbacks(home):
+    r = client(home).get("/publish")
+    assert "2026-11-20.bbbb" in r.text and "mois__residents-2026-11-19-abc" in r.text
+    assert "1 rollbacks" in r.text and "c0ffeec0ffeec0ff" in r.text
+
+
+def test_access_log_filters_and_masks(home):
+    c = client(home)
+    assert "2 matching records" in c.get("/access").text
+    r = c.get("/access", params={"consumer": "bank-app"})
+    assert "1 matching records" in r.text and "youth_leap_account_eligibility" in r.text
+    assert "f" * 64 not in r.text and "consent-12345" not in r.text
+    assert "0 matching records" in c.get("/access", params={"date": "1999-01-01"}).text
+
+
+def test_verify_chain_detects_tampering(home):
+    c = client(home)
+    assert "Chain intact" in c.post("/access/verify").text
+    path = home.state_dir / "audit" / "evidence.log"
+    path.write_text(path.read_text().replace("bank-app", "bank-ap2"))
+    assert "Chain BROKEN" in c.post("/access/verify").text
+
+
+def test_catalog_shows_contract_and_grants(home):
+    r = client(home).get("/catalog")
+    assert r.status_code == 200
+    assert "residence_v1" in r.text and "sido_name" in r.text and "welfare-portal" in r.text
+
+
+def test_without_airflow_session_access_is_refused(home, monkeypatch):
+    # Airflow's own dependency: no cookie, no bearer token -> 401, never the page.
+    r = TestClient(create_app(home)).get("/runs")
+    assert r.status_code == 401
