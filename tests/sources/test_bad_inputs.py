@@ -200,3 +200,20 @@ def test_postgres_going_down_mid_extract_fails_clearly_and_writes_nothing(zerodo
             extract("moj.foreign_residents", DS, cfg)
         killer.join()
     assert not (cfg.raw_dir / "moj/foreign_residents" / f"ds={DS}").exists()
+
+
+@pytest.mark.parametrize(("name", "flag", "summary"), [
+    ("schema_drift_new_column", "schema_drift: new column(s) memo", "피해 진술 접수"),
+    ("schema_drift_missing_column", "schema_drift: missing column(s) summary", None),
+])
+def test_schema_drift_under_the_evolve_policy_keeps_rows_and_flags_them(name, flag, summary, zerodoc_home,
+                                                                        monkeypatch):
+    import dataclasses
+
+    ents = agencies()["police"].entities
+    monkeypatch.setitem(ents, "crime_victim_cases",
+                        dataclasses.replace(ents["crime_victim_cases"], on_schema_drift="evolve"))
+    q = _drop(zerodoc_home, CASES["csv"][name], monkeypatch)
+    r = extract(q, DS, settings())
+    rows = pq.read_table(r.path).to_pylist()
+    assert [(x["case_id"], x["summary"], x["_flags"], x["_parse_error"]) for x in rows] == [(1, summary, flag, None)]
