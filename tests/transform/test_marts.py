@@ -94,6 +94,9 @@ def test_notifications_are_not_repeated_on_rerun_or_next_day(built):
     before = _rows(cfg, "select * from shared.benefit_notifications_v1 order by all")
     run_dbt(["build", "--select", "benefit_notifications_v1"], ds=DS, cfg=cfg)
     assert _rows(cfg, "select * from shared.benefit_notifications_v1 order by all") == before
+    # --full-refresh must not wipe the record of who was already told.
+    run_dbt(["build", "--select", "benefit_notifications_v1", "--full-refresh"], ds=DS, cfg=cfg)
+    assert _rows(cfg, "select * from shared.benefit_notifications_v1 order by all") == before
     next_day = (dt.date.fromisoformat(DS) + dt.timedelta(days=1)).isoformat()
     write_validated_zone(cfg.home, ds=next_day)
     run_dbt(["build", "--select", "+benefit_notifications_v1"], ds=next_day, cfg=cfg)

@@ -3,13 +3,15 @@
 -- already present, stamped eligible_on = this run's as_of, so "new since last publish" is
 -- `eligible_on = as_of of the run` and a rerun of the same date inserts nothing (idempotent).
 -- A person who stops being eligible keeps the old row: one notification per person and programme.
+-- full_refresh=false: the table is the record of who was already told; --full-refresh must not wipe it.
 
 {{
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='notification_id',
-        on_schema_change='fail'
+        on_schema_change='fail',
+        full_refresh=false
     )
 }}
 
