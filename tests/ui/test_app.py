@@ -101,3 +101,9 @@ def test_without_airflow_session_access_is_refused(home, monkeypatch):
     # Airflow's own dependency: no cookie, no bearer token -> 401, never the page.
     r = TestClient(create_app(home)).get("/runs")
     assert r.status_code == 401
+
+
+def test_catalog_flags_stale_datasets(home):
+    # The fixture's residence_v1 is as_of 2026-11-19: long past its 36 h SLA; unpublished ones are stale too.
+    r = client(home).get("/catalog")
+    assert 'cat-residence_v1">residence_v1 <span class="fail stale">STALE</span>' in r.text

@@ -224,8 +224,11 @@ def create_app(cfg: Settings | None = None, reader: Any = None) -> FastAPI:
         from zerodoc.catalog import datasets
         from zerodoc.publish import store
 
+        from zerodoc.alerts import freshness
+
         c = cfg_now()
         policy = load_policy(policy_path(c))
+        fresh = {f.dataset: f for f in freshness(c, datetime.now(UTC))}
         parts = []
         for name, spec in datasets().items():
             try:
@@ -246,8 +249,13 @@ def create_app(cfg: Settings | None = None, reader: Any = None) -> FastAPI:
             legal = "".join(
                 f"<li><strong>{escape(g.consumer)}</strong> for <code>{escape(g.purpose.name)}</code>: "
                 f"{escape(g.purpose.legal_basis)}</li>" for g in grants)
+            f = fresh.get(name)
+            badge = ""
+            if f is not None:
+                badge = (f' <span class="fail stale">STALE</span> (SLA {f.freshness_hours:g} h)' if f.stale
+                         else f' <span class="ok fresh">fresh</span> (SLA {f.freshness_hours:g} h)')
             parts.append(
-                f'<h2 id="cat-{escape(name)}">{escape(name)}</h2><p>{escape(spec.description)}</p>'
+                f'<h2 id="cat-{escape(name)}">{escape(name)}{badge}</h2><p>{escape(spec.description)}</p>'
                 f"<p>inputs: {escape(', '.join(spec.inputs))} · {as_of}</p>"
                 + (f"<table><tr>{head}</tr>{rows}</table>" if rows else "")
                 + (f"<details><summary>who may see which fields, and why</summary><ul>{legal}</ul></details>"
