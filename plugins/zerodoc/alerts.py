@@ -125,6 +125,16 @@ class Freshness:
     stale: bool
 
 
+def age_hours(as_of: str, now: datetime) -> float:
+    """Hours since the end of the logical date a version holds data for."""
+    end_of_as_of = datetime.fromisoformat(str(as_of)[:10]).replace(tzinfo=UTC) + timedelta(days=1)
+    return (now - end_of_as_of).total_seconds() / 3600
+
+
+def is_stale(as_of: str | None, sla_hours: float, now: datetime) -> bool:
+    return as_of is None or age_hours(as_of, now) > sla_hours
+
+
 def freshness_hours(cfg: Settings) -> dict[str, float]:
     doc = yaml.safe_load((cfg.config_dir / "datasets.yml").read_text(encoding="utf-8"))
     return {name: float(spec.get("freshness_hours", DEFAULT_FRESHNESS_HOURS)) for name, spec in doc["datasets"].items()}
@@ -140,8 +150,7 @@ def freshness(cfg: Settings, now: datetime) -> list[Freshness]:
         except (store.NotPublishedError, OSError, ValueError, KeyError):
             out.append(Freshness(name, sla, None, None, None, True))
             continue
-        end_of_as_of = datetime.fromisoformat(str(meta["as_of"])).replace(tzinfo=UTC) + timedelta(days=1)
-        age = (now - end_of_as_of).total_seconds() / 3600
+        age = age_hours(meta["as_of"], now)
         out.append(Freshness(name, sla, meta["version"], str(meta["as_of"]), round(age, 2), age > sla))
     return out
 
