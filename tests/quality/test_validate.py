@@ -93,6 +93,18 @@ def test_summary_report_and_data_docs_are_written(residents_run) -> None:
     assert "mois__residents" in outcome.data_docs_path.read_text()
 
 
+def test_no_raw_registration_number_leaves_in_the_reports(residents_run) -> None:
+    from zerodoc.privacy import contains_rrn
+
+    _, _, rows, _, outcome = residents_run
+    run_dir = outcome.report_path.parent
+    files = [p for p in run_dir.rglob("*") if p.is_file() and p.suffix in {".html", ".json"}]
+    assert len(files) > 3
+    leaks = [str(p) for p in files if contains_rrn(p.read_text(encoding="utf-8", errors="replace"))]
+    assert leaks == []
+    assert rows[1]["rrn"][:8] in outcome.report_path.read_text()  # masked sample: birth date and sex only
+
+
 def test_rerun_is_deterministic_and_index_lists_every_run(residents_run, monkeypatch) -> None:
     home, raw, _, _, first = residents_run
     monkeypatch.setenv("ZERODOC_HOME", str(home))
