@@ -88,8 +88,10 @@ def _child(mode: str, raw: Path, ds: str, work_home: Path) -> dict:
     )
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{proc.stderr[-4000:]}")
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-    return json.loads(line.removeprefix("RESULT "))
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if not lines:
+        raise SystemExit(f"{mode} printed no result:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return json.loads(lines[-1].removeprefix("RESULT "))
 
 
 def _warm(path: Path) -> None:
