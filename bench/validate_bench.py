@@ -88,10 +88,10 @@ def _child(mode: str, raw: Path, ds: str, work_home: Path) -> dict:
     )
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{proc.stderr[-4000:]}")
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if not lines:
+    # DuckDB's progress bar shares stdout (carriage returns, no newline), so take what follows the marker.
+    if "RESULT " not in proc.stdout:
         raise SystemExit(f"{mode} printed no result:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return json.loads(lines[-1].removeprefix("RESULT "))
+    return json.loads(proc.stdout.rsplit("RESULT ", 1)[1].splitlines()[0])
 
 
 def _warm(path: Path) -> None:
