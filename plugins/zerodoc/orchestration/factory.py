@@ -126,3 +126,31 @@ def build_publish_dag() -> DAG:
             p = publish(for_date)
             [g, built] >> p
     return dag
+
+
+def build_notify_dag() -> DAG:
+    doc = textwrap.dedent("""\
+        ### Proactive benefit notifications
+        Runs whenever `benefit_notifications_v1` is published: writes the notifications it would send
+        (recipient pseudonym, programme, rule, reason) to `state/notifications/outbox/<as_of>.jsonl`,
+        each notification id once ever (ledger `state/notifications/sent.json`). Rerunning sends nothing new.
+
+        **Owner:** zerodoc-platform · **Triage:** a failure leaves the ledger untouched; rerun the task.
+        """)
+    with DAG(
+        dag_id="notify_benefits",
+        schedule=[published_asset("benefit_notifications_v1")],
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args={**DEFAULT_ARGS, "owner": "zerodoc-platform"},
+        tags=["tier:notification", "sensitivity:pseudonymised"],
+        doc_md=doc,
+    ) as dag:
+
+        @task
+        def send_notifications() -> dict:
+            return steps.notify_step()
+
+        send_notifications()
+    return dag

@@ -89,3 +89,13 @@ def publish_step(dataset: str, ds: str) -> dict:
     out = asdict(r)
     out["path"] = str(r.path)
     return out
+
+
+def notify_step() -> dict:
+    from zerodoc.publish.notify import send_new_notifications
+
+    r = send_new_notifications()
+    log.info("%s (as of %s): %s candidates, %s written to %s, %s already sent before",
+             r.version, r.as_of, r.candidates, r.sent, r.outbox, r.already_sent)
+    return {"version": r.version, "as_of": r.as_of, "sent": r.sent, "already_sent": r.already_sent,
+            "outbox": str(r.outbox)}
