@@ -243,7 +243,8 @@ def test_422_unknown_evidence_type_missing_fields_and_bad_consent(client, keys):
         {
             "error": {
                 "code": "unknown_evidence_type",
-                "message": "evidence_type must be one of ['crime_victim_support', 'income', 'residence']",
+                "message": "evidence_type must be one of "
+                "['crime_victim_support', 'income', 'residence', 'youth_leap_eligibility']",
             }
         },
     )
@@ -324,11 +325,8 @@ def test_health_lists_current_versions_without_auth(client):
         }
         for et, ds in (("residence", "residence_v1"), ("income", "income_v1"))
     }
-    datasets["victim_support_eligibility_v1"] = {
-        "evidence_type": "crime_victim_support",
-        "version": None,
-        "as_of": None,
-        "serving_version": None,
-        "load_error": None,
-    }
+    for et, ds in (("crime_victim_support", "victim_support_eligibility_v1"),
+                   ("youth_leap_eligibility", "youth_leap_eligibility_v1")):
+        datasets[ds] = {"evidence_type": et, "version": None, "as_of": None, "serving_version": None,
+                        "load_error": None}
     assert r.json() == {"status": "ok", "datasets": datasets}

@@ -47,6 +47,11 @@ def test_repository_policy_grants_exactly_the_demo_consumers():
             for suffix in ("eligible", "rule_id")
         )
         + ("inputs",),
+        ("youth-account-service", "youth_leap_eligibility_v1", "youth_leap_account_eligibility"): (
+            "is_eligible", "rule_id", "ineligibility_reason", "age_on_as_of", "income_tax_year",
+            "percent_of_median", "is_age_eligible", "is_individual_income_eligible",
+            "is_household_income_eligible",
+        ),
     }
     assert (
         policy.grants[("victim-support-center", "victim_support_eligibility_v1", "crime_victim_support")].max_age_days

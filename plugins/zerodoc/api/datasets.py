@@ -11,6 +11,7 @@ EVIDENCE_TYPES: dict[str, str] = {
     "residence": "residence_v1",
     "income": "income_v1",
     "crime_victim_support": "victim_support_eligibility_v1",
+    "youth_leap_eligibility": "youth_leap_eligibility_v1",
 }
 
 # The paper document a consumer asks the citizen for when we cannot answer for that person.
@@ -18,6 +19,7 @@ FALLBACK_DOCUMENTS: dict[str, str] = {
     "residence_v1": "resident registration certificate (주민등록표 등본)",
     "income_v1": "income certificate (소득금액증명)",
     "victim_support_eligibility_v1": "crime victim confirmation (범죄피해자 확인서)",
+    "youth_leap_eligibility_v1": "income certificate (소득금액증명) and household certificate (주민등록표 등본)",
 }
 
 # The one-stop crime-victim bundle: support area -> (eligibility column, rule id column).
@@ -59,6 +61,13 @@ DATASET_COLUMNS: dict[str, tuple[str, ...]] = {
         "as_of",
     ),
 }
+
+DATASET_COLUMNS["youth_leap_eligibility_v1"] = (
+    "subject_pseudonym", "rule_id", "median_rule_id", "age_on_as_of", "income_tax_year", "earned_income_krw",
+    "comprehensive_income_krw", "household_id", "household_size", "household_income_krw", "median_income_krw",
+    "percent_of_median", "is_age_eligible", "is_individual_income_eligible", "is_household_income_eligible",
+    "is_eligible", "ineligibility_reason", "as_of",
+)
 
 # Datasets with several rows per subject: the evidence is the row with the greatest value here.
 LATEST_BY: dict[str, str] = {"income_v1": "tax_year"}
