@@ -163,6 +163,7 @@ def check_freshness(cfg: Settings | None, now: datetime, notifiers: list[Notifie
     """Alert once per stale dataset; for a scheduled task or an Airflow deadline/SLA callback."""
     stale = stale_datasets(cfg, now)
     for f in stale:
-        what = "was never published" if f.version is None else f"is {f.age_hours:.1f} h old (SLA {f.freshness_hours:g} h)"
+        what = ("was never published" if f.version is None
+                else f"is {f.age_hours:.1f} h old (SLA {f.freshness_hours:g} h)")
         notify(Alert("dataset_stale", f"{f.dataset} {what}", "warning", asdict(f)), notifiers)
     return stale

@@ -12,7 +12,7 @@ import mimetypes
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
@@ -38,6 +38,9 @@ NAV = (("runs", "Validation runs"), ("publish", "Publish history"), ("access", "
 def require_reader() -> Any:
     """Replaced in every app by ``create_app`` (Airflow's auth, or a test's stand-in)."""
     raise HTTPException(status_code=401, detail="Not authenticated")
+
+
+ReaderDep = Annotated[Any, Depends(require_reader)]
 
 
 def airflow_reader() -> Any:
@@ -84,6 +87,12 @@ def _page(title: str, body: str, user: Any = None) -> HTMLResponse:
     return HTMLResponse(data.mask_text(html))
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def _safe_file(root: Path, rel: str) -> Path:
     root = root.resolve()
     target = (root / rel).resolve()
@@ -102,12 +111,12 @@ def create_app(cfg: Settings | None = None, reader: Any = None) -> FastAPI:
         return cfg or load_settings()
 
     @app.get("/", response_class=HTMLResponse)
-    def index(user: Any = Depends(require_reader)):
+    def index(user: ReaderDep):
         items = "".join(f'<li><a href="{h}">{escape(label)}</a></li>' for h, label in NAV)
         return _page("Auditor section", f"<ul>{items}</ul>", user)
 
     @app.get("/runs", response_class=HTMLResponse)
-    def runs(user: Any = Depends(require_reader)):
+    def runs(user: ReaderDep):
         rows = []
         totals = {"extracted": 0, "passed": 0, "quarantined": 0}
         for s in data.validation_runs(cfg_now()):
@@ -121,7 +130,8 @@ def create_app(cfg: Settings | None = None, reader: Any = None) -> FastAPI:
                 f'<td>{escape(s.get("logical_date", ""))}</td><td><code>{escape(s.get("run_id", ""))}</code></td>'
                 f'<td class="n">{s.get("extracted")}</td><td class="n">{s.get("passed")}</td>'
                 f'<td class="n quarantined">{s.get("quarantined")}</td>'
-                f'<td class="{"ok" if gate.get("passed") else "fail"}">{"passed" if gate.get("passed") else "FAILED"}</td>'
+                f'<td class="{"ok" if gate.get("passed") else "fail"}">'
+                f'{"passed" if gate.get("passed") else "FAILED"}</td>'
                 f'<td><a href="reports/{d}/report.html">report</a> · {docs}</td></tr>'
             )
         body = (
@@ -135,7 +145,7 @@ def create_app(cfg: Settings | None = None, reader: Any = None) -> FastAPI:
         return _page("Validation runs", body, user)
 
     @app.get("/reports/{run_dir}/{rel:path}")
-    def report_file(run_dir: str, rel: str, user: Any = Depends(require_reader)):
+    def report_file(run_dir: str, rel: str, user: ReaderDep):
         base = cfg_now().reports_dir / "validation"
         target = _safe_file(base, f"{run_dir}/{rel}")
         media = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
@@ -146,11 +156,12 @@ def create_app(cfg: Settings | None = None, reader: Any = None) -> FastAPI:
         return Response(content, media_type=media)
 
     @app.get("/publish", response_class=HTMLResponse)
-    def publish(user: Any = Depends(require_reader)):
+    def publish(user: ReaderDep):
         parts = []
         for h in data.publish_history(cfg_now()):
             vrows = "".join(
-                f'<tr><td><code>{escape(v.get("version", ""))}</code>{" (current)" if v.get("version") == h.current else ""}'
+                f'<tr><td><code>{escape(v.get("version", ""))}</code>'
+                f'{" (current)" if v.get("version") == h.current else ""}'
                 f'</td><td>{escape(str(v.get("as_of", "")))}</td><td class="n">{v.get("row_count", "")}</td>'
                 f'<td><code>{escape(str(v.get("contract_hash", ""))[:16])}</code></td>'
                 f'<td>{"<br>".join(f"<code>{escape(r)}</code>" for r in v.get("validation_runs", []))}</td></tr>'
@@ -158,13 +169,15 @@ def create_app(cfg: Settings | None = None, reader: Any = None) -> FastAPI:
             )
             srows = "".join(
                 f'<tr class="{"warn" if str(s.get("reason", "")).startswith("rollback") else ""}">'
-                f'<td><code>{escape(str(s.get("previous")))}</code></td><td><code>{escape(str(s.get("version")))}</code>'
+                f'<td><code>{escape(str(s.get("previous")))}</code></td>'
+                f'<td><code>{escape(str(s.get("version")))}</code>'
                 f'</td><td>{escape(str(s.get("reason", "")))}</td></tr>'
                 for s in h.switches
             )
             rollbacks = sum(1 for s in h.switches if str(s.get("reason", "")).startswith("rollback"))
             parts.append(
-                f'<h2 id="ds-{escape(h.dataset)}">{escape(h.dataset)}</h2><p>current <code>{escape(str(h.current))}</code>'
+                f'<h2 id="ds-{escape(h.dataset)}">{escape(h.dataset)}</h2>'
+                f'<p>current <code>{escape(str(h.current))}</code>'
                 f" · {len(h.switches)} switches · {rollbacks} rollbacks</p>"
                 "<table><tr><th>version</th><th>as_of</th><th>rows</th><th>contract hash</th>"
                 f"<th>validation runs that fed it</th></tr>{vrows}</table>"
@@ -175,11 +188,11 @@ def create_app(cfg: Settings | None = None, reader: Any = None) -> FastAPI:
 
     @app.get("/access", response_class=HTMLResponse)
     def access(
+        user: ReaderDep,
         consumer: str | None = None,
         purpose: str | None = None,
         dataset: str | None = None,
         date: str | None = None,
-        user: Any = Depends(require_reader),
     ):
         c = cfg_now()
         recs, total = data.access_records(c, consumer or None, purpose or None, dataset or None, date or None)
@@ -188,7 +201,7 @@ def create_app(cfg: Settings | None = None, reader: Any = None) -> FastAPI:
         head = "".join(f"<th>{k}</th>" for k in cols)
         body_rows = "".join(
             "<tr>" + "".join(
-                f"<td>{escape(', '.join(r[k]) if isinstance(r.get(k), list) else str(r.get(k) if r.get(k) is not None else ''))}</td>"
+                f"<td>{escape(_cell(r.get(k)))}</td>"
                 for k in cols) + "</tr>"
             for r in recs
         )
@@ -199,11 +212,12 @@ def create_app(cfg: Settings | None = None, reader: Any = None) -> FastAPI:
             + field("dataset", dataset) + field("date", date) + '<button type=submit>Filter</button></form>'
             '<form method=post action="access/verify"><button id=verify type=submit>Verify chain</button></form>'
         )
-        shown = f"<p id=count>{total} matching records (newest first, at most 500 shown). Subject pseudonyms and consent references are truncated.</p>"
+        shown = (f"<p id=count>{total} matching records (newest first, at most 500 shown). "
+                 "Subject pseudonyms and consent references are truncated.</p>")
         return _page("Evidence access log", form + shown + f"<table id=access><tr>{head}</tr>{body_rows}</table>", user)
 
     @app.post("/access/verify", response_class=HTMLResponse)
-    def verify(user: Any = Depends(require_reader)):
+    def verify(user: ReaderDep):
         from zerodoc.audit.log import verify_chain
 
         path = data.evidence_log_path(cfg_now())
@@ -219,12 +233,11 @@ def create_app(cfg: Settings | None = None, reader: Any = None) -> FastAPI:
         return _page("Audit chain verification", body, user)
 
     @app.get("/catalog", response_class=HTMLResponse)
-    def catalog(user: Any = Depends(require_reader)):
+    def catalog(user: ReaderDep):
+        from zerodoc.alerts import freshness
         from zerodoc.api.policy import load_policy, policy_path
         from zerodoc.catalog import datasets
         from zerodoc.publish import store
-
-        from zerodoc.alerts import freshness
 
         c = cfg_now()
         policy = load_policy(policy_path(c))
