@@ -329,7 +329,7 @@ class _Scratch:
                    GROUP BY 1 ORDER BY 2 DESC, 1"""
             ).fetchall()
         )
-        samples = _samples(con, suite, self.raw_columns, self.source)
+        samples = _samples(con, suite, self.raw_columns, quarantine_dir / "part-0.parquet")
         return checks, by_reason, passed, quarantined, samples
 
 
@@ -340,14 +340,17 @@ def _reason_struct(check: Check) -> str:
     )
 
 
-def _samples(con: Any, suite: Suite, columns: list[str], source: str, limit: int = 5) -> list[dict[str, Any]]:
-    """Up to `limit` quarantined rows (first in raw order), identifiers masked, for the audit page."""
+def _samples(con: Any, suite: Suite, columns: list[str], quarantine: Path, limit: int = 5) -> list[dict[str, Any]]:
+    """The first `limit` quarantined rows (the quarantine file is in raw order), identifiers masked.
+
+    Read from the small quarantine file just written rather than by joining the raw partition again.
+    """
     shown = [suite.key] + sorted({c.column for c in suite.checks} - {suite.key}, key=columns.index)
     sensitive = {c.column for c in suite.checks if c.type == "expect_column_values_to_be_valid_rrn"}
     rows = con.execute(
-        f"""SELECT {", ".join(f"b.{sql_ident(c)}" for c in shown)}, v._reasons
-            FROM {source}, file_row_number = true) b JOIN verdict v ON b.file_row_number = v._row
-            WHERE v._quarantined ORDER BY v._row LIMIT {limit}"""
+        f"""SELECT {", ".join(sql_ident(c) for c in shown)}, _reasons
+            FROM read_parquet({sql_literal(str(quarantine))}, hive_partitioning = false, file_row_number = true)
+            ORDER BY file_row_number LIMIT {limit}"""
     ).fetchall()
     out = []
     for row in rows:
