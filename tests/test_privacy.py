@@ -32,6 +32,8 @@ def test_contains_rrn():
     assert not contains_rrn("3d1020e20b11b8118d8d68facaa4")
     assert not contains_rrn("800101-9234567")
     assert not contains_rrn("ffd0749440071234567890123e92de")  # digits inside a hex pseudonym
+    assert not contains_rrn("0.3693082865714")  # the fraction of a ratio
+    assert contains_rrn("id=8001011234567.")  # a sentence may end right after an ID
 
 
 def test_no_false_alarms_on_pseudonyms():

@@ -43,8 +43,9 @@ def duckdb_macro_sql(key: bytes, name: str = "zd_pseudonym") -> str:
     )
 
 
-# Not touching other letters or digits: 13 digits inside a hex pseudonym are not an ID.
-RRN_PATTERN = re.compile(r"(?<![0-9A-Za-z])\d{6}-?[1-8]\d{6}(?![0-9A-Za-z])")
+# Not touching other letters or digits, nor following a decimal point: 13 digits inside a hex
+# pseudonym or in the fraction of a ratio are not an ID.
+RRN_PATTERN = re.compile(r"(?<![0-9A-Za-z.])\d{6}-?[1-8]\d{6}(?![0-9A-Za-z])")
 
 
 def contains_rrn(text: str) -> bool:

@@ -24,10 +24,10 @@ def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
-EXPECTED_DAGS = sorted({f"ingest_{code}" for code in agencies()} | {"publish_shared"})
+EXPECTED_DAGS = sorted({f"ingest_{code}" for code in agencies()} | {"publish_shared", "notify_benefits"})
 
 
-def test_one_ingest_dag_per_declared_agency(dagbag):
+def test_one_ingest_dag_per_declared_agency_plus_publish_and_notify(dagbag):
     assert sorted(dagbag.dag_ids) == EXPECTED_DAGS
 
 

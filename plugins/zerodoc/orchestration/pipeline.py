@@ -57,7 +57,8 @@ def run_pipeline(cfg: Settings, persons: int, seed: int, ds: str, console: Conso
     ensure_metadata_db(cfg)
     summary.log_path = cfg.home / "logs" / f"run-{ds}.log"
     console.print(f"Airflow task logs → {summary.log_path}")
-    for dag_id, conf in [*((f"ingest_{c}", None) for c in agencies()), ("publish_shared", {"ds": ds})]:
+    dags = [*((f"ingest_{c}", None) for c in agencies()), ("publish_shared", {"ds": ds}), ("notify_benefits", None)]
+    for dag_id, conf in dags:
         console.print(f"running DAG {dag_id} for {ds}…")
         outcome = run_dag(dag_id, ds, run_conf=conf, log_path=summary.log_path)
         console.print(f"  {dag_id}: {outcome.state} in {outcome.seconds:.1f}s")
@@ -104,35 +105,45 @@ def _collect(summary: PipelineSummary, cfg: Settings) -> None:
 
 
 def _demo_request(ds: str, cfg: Settings) -> str | None:
-    """A ready-to-paste request for a real subject, with a freshly issued demo consumer key."""
+    """A ready-to-paste request for a real subject: a fresh demo consumer key and a recorded consent."""
+    import datetime as dt
+
     import duckdb
 
-    from zerodoc.api.consumers import add_consumer, list_consumers, revoke_consumer
+    from zerodoc.api.consent import ConsentRegistry
+    from zerodoc.api.consumers import add_consumer, list_consumers, rotate_consumer
     from zerodoc.catalog import entity
+    from zerodoc.fsutil import write_json_atomic
     from zerodoc.privacy import duckdb_macro_sql
     from zerodoc.publish import store
 
-    consumer = "welfare-portal"
+    consumer, purpose = "welfare-portal", "basic_livelihood_application"
     residents = cfg.validated_dir / "mois" / "residents" / f"ds={ds}" / "part-0.parquet"
     published = store.current("residence_v1", cfg).data_path
     con = duckdb.connect()
     con.execute(duckdb_macro_sql(cfg.pseudonym_key))
     row = con.execute(
-        f"""select r.rrn from read_parquet('{residents}') r
+        f"""select r.rrn, p.subject_pseudonym from read_parquet('{residents}') r
             join read_parquet('{published}') p on p.subject_pseudonym = zd_pseudonym(r.rrn)
             order by r.{entity('mois.residents').key} limit 1"""
     ).fetchone()
     if row is None:
         return None
-    if any(c.name == consumer for c in list_consumers(cfg)):
-        revoke_consumer(consumer, cfg)
-    key = add_consumer(consumer, cfg)
-    key_file = cfg.state_dir / "demo-consumer.key"
-    key_file.write_text(key + "\n")
-    key_file.chmod(0o600)
-    body = json.dumps({"evidence_type": "residence", "subject_id": row[0],
-                       "purpose": "basic_livelihood_application", "consent_id": "consent-demo-0001"},
-                      ensure_ascii=False)
+    rrn, pseudonym = row
+    active = {c.name for c in list_consumers(cfg) if c.active}
+    key = rotate_consumer(consumer, cfg) if consumer in active else add_consumer(consumer, cfg)
+    now = dt.datetime.now(dt.UTC)
+    consent = ConsentRegistry(cfg).record(
+        subject_pseudonym=pseudonym, consumer=consumer, purpose=purpose,
+        datasets=["residence_v1", "income_v1"], valid_from=now - dt.timedelta(minutes=5),
+        valid_to=now + dt.timedelta(days=30), recorded_by="zerodoc run (demo)",
+    )
+    demo_file = cfg.state_dir / "demo-request.json"
+    write_json_atomic(demo_file, {"consumer": consumer, "key": key, "consent_id": consent.consent_id,
+                                  "purpose": purpose})
+    demo_file.chmod(0o600)
+    body = json.dumps({"evidence_type": "residence", "subject_id": rrn, "purpose": purpose,
+                       "consent_id": consent.consent_id}, ensure_ascii=False)
     return (
         "curl -s -X POST http://127.0.0.1:8000/v1/evidence "
         f"-H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d {shlex.quote(body)}"
