@@ -206,6 +206,7 @@ def _register_optional() -> None:
     """Sub-commands owned by the API and audit packages."""
     from zerodoc.api.cli import consumer_app, evidence_verify, keys_app
     from zerodoc.audit.cli import audit_verify
+    from zerodoc.audit.validation_log import validation_verify
 
     app.add_typer(consumer_app, name="consumer", help="Create, list, rotate and revoke API consumers.")
     app.add_typer(keys_app, name="keys", help="Evidence signing keys: rotate, list.")
@@ -214,6 +215,7 @@ def _register_optional() -> None:
     app.add_typer(evidence_app, name="evidence")
     audit_app = typer.Typer(help="Check the tamper-evident logs.", no_args_is_help=True)
     audit_app.command("verify")(audit_verify)
+    audit_app.command("verify-validation")(validation_verify)
     app.add_typer(audit_app, name="audit")
 
 
