@@ -61,6 +61,18 @@ PARQUET = f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE})"
 
 ENTITIES = ("mois.residents", "mois.households", "nts.income")
 
+def _region_pattern() -> str:
+    """One anchored alternation of the existing sigungu codes (the dbt project's region seed)."""
+    import csv
+
+    seed = Path(__file__).resolve().parents[1] / "dbt_project" / "seeds" / "regions.csv"
+    with open(seed, encoding="utf-8") as fh:
+        codes = sorted({row["sigungu_code"] for row in csv.DictReader(fh)})
+    return "^(" + "|".join(codes) + ")$"
+
+
+REGION_PATTERN = _region_pattern()
+
 # Hand-written copies of expectations/<agency>__<entity>.yml: (id, severity, SQL true for an
 # unexpected row). As in GX, map checks ignore NULLs (not_null's business) and the regex checks are
 # searches (the patterns are anchored). `{dups}` is the entity's table of duplicated keys.
@@ -75,6 +87,7 @@ CHECKS: dict[str, list[tuple[str, str, str]]] = {
         ("sex_in_set", "fail", "sex NOT IN ('M', 'F')"),
         ("birth_date_valid", "fail", "NOT zd_valid_yyyymmdd(birth_date)"),
         ("sigungu_code_format", "fail", "NOT regexp_matches(sigungu_code, '^[0-9]{5}$')"),
+        ("sigungu_code_exists", "fail", f"NOT regexp_matches(sigungu_code, '{REGION_PATTERN}')"),
         ("household_id_not_null", "fail", "household_id IS NULL"),
         ("moved_in_date_valid", "warn", "NOT zd_valid_yyyymmdd(moved_in_date)"),
     ],
@@ -84,6 +97,7 @@ CHECKS: dict[str, list[tuple[str, str, str]]] = {
         ("head_resident_id_not_null", "fail", "head_resident_id IS NULL"),
         ("registered_date_valid", "fail", "NOT zd_valid_yyyymmdd(registered_date)"),
         ("sigungu_code_format", "warn", "NOT regexp_matches(sigungu_code, '^[0-9]{5}$')"),
+        ("sigungu_code_exists", "warn", f"NOT regexp_matches(sigungu_code, '{REGION_PATTERN}')"),
     ],
     "nts.income": [
         ("income_id_not_null", "fail", "income_id IS NULL"),
