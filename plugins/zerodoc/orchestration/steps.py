@@ -18,9 +18,15 @@ def worker_name() -> str:
 
 
 def extract_step(qualified: str, ds: str) -> dict:
-    from zerodoc.sources.extract import extract
+    from zerodoc.sources.extract import SourceDataError, extract
 
-    r = extract(qualified, ds)
+    try:
+        r = extract(qualified, ds)
+    except SourceDataError as exc:
+        # The source answered with data that breaks its contract: retrying gets the same answer.
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{qualified} {ds}: {exc}") from exc
     log.info("extracted %s rows of %s for %s from %s -> %s", r.rows, qualified, ds, r.source, r.path)
     return {"entity": qualified, "ds": ds, "rows": r.rows, "path": str(r.path), "checksum": r.checksum,
             "source": r.source, "worker": worker_name()}
