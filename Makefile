@@ -12,7 +12,7 @@ RUN_PERSONS ?= 20000
 SEED ?= 42
 SECTIONS ?= e2e,validate,api,extract
 
-.PHONY: help setup run test bench lint serve cluster-up cluster-down clean
+.PHONY: help setup run test test-ui bench lint serve cluster-up cluster-down clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ test: setup ## Lint, then all tests against the real PostgreSQL and MariaDB (sta
 
 lint: setup ## ruff (with Airflow rules)
 	$(BIN)/ruff check dags plugins tests bench
+
+test-ui: setup ## Browser tests only: pipeline, airflow standalone, headless Chromium; screenshots in test-artifacts/ui/
+	set -a; . ./.env; set +a; $(BIN)/pytest tests/ui -m e2e
 
 bench: setup ## Benchmarks at national scale (PERSONS=10000000, SECTIONS=e2e,validate,api,extract); writes bench/results/latest.json
 	set -a; . ./.env; set +a; $(BIN)/python bench/run.py --persons $(PERSONS) --seed $(SEED) --sections $(SECTIONS)

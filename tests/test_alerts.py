@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+import yaml
 
 from zerodoc import alerts
 from zerodoc.config import REPO_ROOT, Settings
@@ -60,10 +61,11 @@ def test_a_dead_webhook_is_reported_not_raised():
 def cfg(tmp_path):
     repo = tmp_path / "repo"
     (repo / "config").mkdir(parents=True)
-    text = (REPO_ROOT / "config" / "datasets.yml").read_text()
-    # income_v1 gets a tight SLA; the others keep the default.
-    text = text.replace("    inputs: [nts.income]\n", "    inputs: [nts.income]\n    freshness_hours: 6\n", 1)
-    (repo / "config" / "datasets.yml").write_text(text)
+    doc = yaml.safe_load((REPO_ROOT / "config" / "datasets.yml").read_text())
+    # income_v1 gets a tight SLA; residence_v1 keeps the default.
+    doc["datasets"]["income_v1"]["freshness_hours"] = 6
+    doc["datasets"]["residence_v1"].pop("freshness_hours", None)
+    (repo / "config" / "datasets.yml").write_text(yaml.safe_dump(doc, allow_unicode=True))
     shutil.copy(REPO_ROOT / "config" / "sources.yml", repo / "config" / "sources.yml")
     c = Settings(home=tmp_path / "home", repo=repo)
     for ds in ("income_v1", "residence_v1"):

@@ -322,6 +322,9 @@ def test_health_lists_current_versions_without_auth(client):
             "as_of": "2025-06-30",
             "serving_version": "20250630T000000",
             "load_error": None,
+            # the fixture's data is from 2025: far past the 36-hour freshness SLA
+            "freshness_hours": 36,
+            "stale": True,
         }
         for et, ds in (("residence", "residence_v1"), ("income", "income_v1"))
     }

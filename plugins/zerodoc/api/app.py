@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from zerodoc.alerts import DEFAULT_FRESHNESS_HOURS, freshness_hours, is_stale
 from zerodoc.api import schemas
 from zerodoc.api.consent import ConsentError, ConsentRegistry, parse_utc, utc_iso
 from zerodoc.api.consumers import NAME_PATTERN, Consumer, ConsumerRegistry
@@ -189,6 +190,7 @@ class EvidenceService:
 
     def __init__(self, cfg: Settings, rate_per_sec: float | None = None, burst: float | None = None):
         self.cfg = cfg
+        self.freshness_sla = freshness_hours(cfg)
         self.pseudonym_key = cfg.pseudonym_key  # fail at start, not at the first request
         self.policy = load_policy(policy_path(cfg))
         self._keys = load_or_create_keys(cfg.state_dir)
@@ -413,6 +415,7 @@ class EvidenceService:
             "dataset": snap.dataset,
             "dataset_version": snap.version,
             "as_of": snap.as_of,
+            "stale": is_stale(snap.as_of, self.freshness_sla.get(snap.dataset, DEFAULT_FRESHNESS_HOURS), self.now()),
             "validation_run_ids": snap.validation_run_ids,
             "purpose": purpose,
             "consumer": consumer.name,
@@ -605,6 +608,8 @@ class EvidenceService:
             try:
                 v = store.current(dataset, self.cfg)
                 entry.update(version=v.version, as_of=v.metadata.get("as_of"))
+                sla = self.freshness_sla.get(dataset, DEFAULT_FRESHNESS_HOURS)
+                entry.update(freshness_hours=sla, stale=is_stale(entry["as_of"], sla, self.now()))
             except (store.NotPublishedError, OSError, ValueError, KeyError):
                 pass
             entry.update(serving_version=index.serving_version, load_error=index.last_error)

@@ -7,6 +7,7 @@ import textwrap
 
 from airflow.sdk import DAG, Param, get_current_context, task
 
+from zerodoc.alerts import on_failure_callback
 from zerodoc.catalog import Agency, datasets
 from zerodoc.orchestration import steps
 from zerodoc.orchestration.assets import published_asset, validated_asset
@@ -16,6 +17,7 @@ DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": dt.timedelta(seconds=30),
     "retry_exponential_backoff": True,
+    "on_failure_callback": on_failure_callback,
 }
 
 
@@ -112,6 +114,7 @@ def build_publish_dag() -> DAG:
 
         for_date = resolve_ds()
         built = dbt_build(for_date)
+        published = []
         for name in specs:
 
             @task(task_id=f"gate_{name}")
@@ -125,6 +128,14 @@ def build_publish_dag() -> DAG:
             g = gate(for_date)
             p = publish(for_date)
             [g, built] >> p
+            published.append(p)
+
+        @task(trigger_rule="all_done")
+        def check_freshness() -> list[str]:
+            """Stale datasets (past their freshness_hours) alert through zerodoc.alerts."""
+            return steps.freshness_step(get_current_context()["data_interval_end"].isoformat())
+
+        published >> check_freshness()
     return dag
 
 

@@ -18,10 +18,12 @@ def worker_name() -> str:
 
 
 def extract_step(qualified: str, ds: str) -> dict:
+    from zerodoc import lineage
     from zerodoc.sources.extract import SourceDataError, extract
 
     try:
-        r = extract(qualified, ds)
+        with lineage.extract_run(qualified, ds):
+            r = extract(qualified, ds)
     except SourceDataError as exc:
         # The source answered with data that breaks its contract: retrying gets the same answer.
         from airflow.sdk.exceptions import AirflowFailException
@@ -33,15 +35,21 @@ def extract_step(qualified: str, ds: str) -> dict:
 
 
 def validate_step(qualified: str, ds: str, raw_path: str) -> dict:
+    import json
     from pathlib import Path
 
+    from zerodoc import lineage
     from zerodoc.catalog import entity
     from zerodoc.publish.publisher import record_validation
     from zerodoc.quality.validate import validate_partition
 
     cfg = settings()
     ent = entity(qualified)
-    outcome = validate_partition(ent.suite, Path(raw_path), ds, cfg)
+    with lineage.validate_run(qualified, ds) as run:
+        outcome = validate_partition(ent.suite, Path(raw_path), ds, cfg)
+        lineage.add_validation_results(
+            run, json.loads((outcome.report_path.parent / "summary.json").read_text(encoding="utf-8"))
+        )
     summary = {
         "entity": qualified,
         "ds": ds,
@@ -70,9 +78,13 @@ def validate_step(qualified: str, ds: str, raw_path: str) -> dict:
 
 
 def dbt_build_step(ds: str) -> dict:
+    from zerodoc import lineage
+    from zerodoc.catalog import agencies, datasets
     from zerodoc.transform.runner import run_dbt
 
-    result = run_dbt(["build"], ds=ds)
+    entities = [e.qualified for a in agencies().values() for e in a.entities.values()]
+    with lineage.dbt_run(ds, entities, [d.model for d in datasets().values()]):
+        result = run_dbt(["build"], ds=ds)
     nodes = getattr(result, "nodes", [])
     for n in nodes:
         log.info("dbt %s %s %.2fs", getattr(n, "status", "?"), getattr(n, "unique_id", n),
@@ -87,9 +99,13 @@ def gate_step(dataset: str, ds: str) -> list[str]:
 
 
 def publish_step(dataset: str, ds: str) -> dict:
+    from zerodoc import lineage
+    from zerodoc.catalog import datasets
     from zerodoc.publish.publisher import publish_dataset
 
-    r = publish_dataset(dataset, ds)
+    with lineage.publish_run(dataset, datasets()[dataset].model, ds) as run:
+        r = publish_dataset(dataset, ds)
+        lineage.add_published_version(run, r.version, r.row_count)
     log.info("%s: version %s (%s rows) %s", dataset, r.version, r.row_count,
              "now current" if r.switched else "already current")
     out = asdict(r)
@@ -105,3 +121,13 @@ def notify_step() -> dict:
              r.version, r.as_of, r.candidates, r.sent, r.outbox, r.already_sent)
     return {"version": r.version, "as_of": r.as_of, "sent": r.sent, "already_sent": r.already_sent,
             "outbox": str(r.outbox)}
+
+
+def freshness_step(checked_at: str) -> list[str]:
+    """Alert on every shared dataset past its freshness SLA at the run's data_interval_end."""
+    from datetime import datetime
+
+    from zerodoc.alerts import check_freshness
+
+    stale = check_freshness(settings(), datetime.fromisoformat(checked_at))
+    return [f.dataset for f in stale]
