@@ -73,3 +73,13 @@ def test_dag_files_only_wire():
         text = f.read_text()
         assert "airflow" in text.lower(), f"{f.name}: the DAG processor skips files without the word"
         assert "Variable.get" not in text and "open(" not in text, f.name
+
+
+def test_a_closed_gate_fails_the_publish_run(dagbag):
+    """Publish tasks stay leaves: a task after them would decide the run's state and could hide a failure."""
+    dag = dagbag.dags["publish_shared"]
+    publish_tasks = [t for t in dag.tasks if t.task_id.startswith("publish_")]
+    assert publish_tasks
+    for t in publish_tasks:
+        assert not t.downstream_task_ids, (t.task_id, t.downstream_task_ids)
+        assert t.trigger_rule == "all_success", t.task_id
