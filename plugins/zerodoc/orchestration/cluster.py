@@ -213,6 +213,12 @@ def _alive(pid: int) -> bool:
 
 
 def _group_alive(pgid: int) -> bool:
+    # A leader started by this very process stays a zombie (and keeps its group "alive") until
+    # reaped: reap it if it is our child, as `zerodoc cluster up` in a test or a script would be.
+    try:
+        os.waitpid(pgid, os.WNOHANG)
+    except ChildProcessError:
+        pass
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
