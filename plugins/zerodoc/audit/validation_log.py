@@ -22,7 +22,9 @@ from typing import Annotated, Any
 
 import typer
 
-GENESIS_HASH = "0" * 64
+# One hash-chain definition for every tamper-evident log: the evidence audit log's.
+from zerodoc.audit.log import GENESIS_HASH, canonical_json, record_hash
+
 LOG_NAME = "validation-log.jsonl"
 
 # The fields a caller supplies; seq, prev_hash, hash and recorded_at are added by `append_run`.
@@ -44,15 +46,6 @@ RUN_FIELDS = (
 
 class ValidationLogError(RuntimeError):
     """The validation log could not be appended to."""
-
-
-def canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def record_hash(record: dict[str, Any]) -> str:
-    body = {k: v for k, v in record.items() if k != "hash"}
-    return hashlib.sha256(str(record["prev_hash"]).encode("ascii") + canonical_json(body)).hexdigest()
 
 
 def log_path(reports_dir: Path) -> Path:
