@@ -32,3 +32,26 @@ def test_staged_dir_failure_keeps_previous_state(tmp_path):
         raise RuntimeError("crash mid-write")
     assert sorted(p.name for p in final.iterdir()) == ["good"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part"]
+
+
+def test_staged_dir_swaps_in_one_step_and_clears_litter_of_a_killed_writer(tmp_path):
+    from zerodoc.fsutil import exchange_paths
+
+    final = tmp_path / "ds=2026-01-01"
+    with staged_dir(final) as tmp:
+        (tmp / "v").write_text("1")
+    litter = tmp_path / ".ds=2026-01-01.abc123.tmp"  # what kill -9 mid-write leaves behind
+    litter.mkdir()
+    (litter / "half").write_text("half")
+    before = final.stat().st_ino
+    with staged_dir(final) as tmp:
+        (tmp / "v").write_text("2")
+    assert (final / "v").read_text() == "2"
+    assert final.stat().st_ino != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds=2026-01-01"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").write_text("a")
+    assert exchange_paths(a, b)  # this machine's kernel and file system support it
+    assert (b / "x").read_text() == "a" and not list(a.iterdir())

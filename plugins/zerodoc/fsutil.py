@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
@@ -10,6 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -31,10 +36,49 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
+def _load_renameat2():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _load_renameat2()
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux renameat2 RENAME_EXCHANGE).
+
+    False when the platform or file system cannot do it; the caller falls back to two renames.
+    """
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _remove_stale_staging(final: Path) -> None:
+    """Scratch directories left by a writer killed mid-write (kill -9, OOM): never visible, only litter.
+
+    One writer per directory is the rule (a task owns its partition), so any leftover is dead.
+    """
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+    shutil.rmtree(final.with_name(f".{final.name}.old"), ignore_errors=True)
+
+
 @contextmanager
 def staged_dir(final: Path) -> Iterator[Path]:
-    """Yield a scratch directory beside `final`; on success it replaces `final` in one rename."""
+    """Yield a scratch directory beside `final`; on success it replaces `final` in one atomic step."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(final)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
         yield tmp
@@ -42,15 +86,19 @@ def staged_dir(final: Path) -> Iterator[Path]:
             if child.is_file():
                 with open(child, "rb") as fh:
                     os.fsync(fh.fileno())
-        if final.exists():
-            # rename() cannot replace a non-empty directory: move the old one aside first.
+        if not final.exists():
+            os.replace(tmp, final)
+        elif exchange_paths(tmp, final):
+            # Readers resolving `final` now reach the new tree; the old one sits in `tmp`.
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            # rename() cannot replace a non-empty directory: move the old one aside first
+            # (a reader can see `final` missing for that instant, never a mix).
             old = final.with_name(f".{final.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
         _fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
