@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import sysconfig
+import copy
 import uuid
-from pathlib import Path
 
 import pytest
 
 from zerodoc import lineage
 from zerodoc.config import Settings
+
+from .openlineage_spec import Spec, spec_dir
 
 DS = "2026-11-20"
 ENTITIES = ("mois.residents", "mois.households", "nts.income")
@@ -93,22 +93,45 @@ def test_events_follow_the_openlineage_run_event_shape(events):
                 assert facet["_producer"] and facet["_schemaURL"].startswith("https://openlineage.io/spec/facets/")
 
 
-def _installed_spec() -> Path | None:
-    site = Path(sysconfig.get_paths()["purelib"])
-    found = sorted(site.glob("**/OpenLineage.json"))
-    return found[0] if found else None
+@pytest.fixture()
+def spec():
+    root = spec_dir()
+    if root is None:
+        pytest.skip("no OpenLineage spec files: set OPENLINEAGE_SPEC_DIR to a copy of the OpenLineage repository's "
+                    "spec/ directory (no PyPI, npm or Debian package ships it); see tests/openlineage_spec.py")
+    return Spec(root)
 
 
-def test_events_validate_against_the_installed_openlineage_schema(events):
-    spec = _installed_spec()
-    if spec is None:
-        pytest.skip("openlineage-python as installed (with the Airflow provider) ships no OpenLineage.json spec; "
-                    "shape checked by test_events_follow_the_openlineage_run_event_shape instead")
-    import jsonschema
-
-    schema = json.loads(spec.read_text())
+def test_every_event_of_a_full_run_validates_against_the_openlineage_schema(events, spec):
+    jobs = {e["job"]["name"].split(".")[0] for e in events}
+    assert jobs == {"extract", "validate", "dbt", "publish"}
+    facet_names = {where.rsplit(".", 1)[1] for e in events for where, _ in spec.facets(e)}
+    assert facet_names == {"nominalTime", "errorMessage", "jobType", "dataQualityAssertions", "dataQualityMetrics",
+                           "outputStatistics", "version"}
     for e in events:
-        jsonschema.validate(e, {**schema, "$ref": "#/$defs/RunEvent"})
+        assert spec.errors(e) == [], (e["job"]["name"], e["eventType"])
+
+
+MALFORMED = {
+    "job without a name": lambda e: e["job"].pop("name"),
+    "unknown event type": lambda e: e.__setitem__("eventType", "DONE"),
+    "run id not a UUID": lambda e: e["run"].__setitem__("runId", "run-1"),
+    "assertion without success": lambda e: e["inputs"][0]["inputFacets"]["dataQualityAssertions"]["assertions"][0]
+    .pop("success"),
+    "row count as text": lambda e: e["outputs"][0]["outputFacets"]["outputStatistics"].__setitem__("rowCount", "43"),
+    "facet without producer": lambda e: e["job"]["facets"]["jobType"].pop("_producer"),
+    "facet with an unknown schema": lambda e: e["run"]["facets"]["nominalTime"].__setitem__(
+        "_schemaURL", "https://openlineage.io/spec/facets/1-0-0/MadeUpRunFacet.json#/$defs/MadeUpRunFacet"),
+}
+
+
+@pytest.mark.parametrize("defect", MALFORMED)
+def test_a_malformed_event_fails_the_schema(events, spec, defect):
+    good = next(e for e in events if e["job"]["name"] == "validate.mois.residents" and e["eventType"] == "COMPLETE")
+    assert spec.errors(good) == []
+    bad = copy.deepcopy(good)
+    MALFORMED[defect](bad)
+    assert spec.errors(bad), defect
 
 
 def test_lineage_off_writes_nothing(tmp_path, monkeypatch):
