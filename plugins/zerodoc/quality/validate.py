@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -231,6 +232,7 @@ class _Scratch:
         # than materialising millions of rows first. hive_partitioning off: `ds=<date>` is no column.
         self.source = f"read_parquet({sql_literal(str(raw_path))}, hive_partitioning = false"
         self.con.execute(f"CREATE VIEW batch AS SELECT * FROM {self.source})")
+        self.raw_path = raw_path
         self.raw_schema = pq.read_schema(raw_path)
         self.raw_columns = self.raw_schema.names
         self.extracted = pq.ParquetFile(raw_path).metadata.num_rows
@@ -243,6 +245,37 @@ class _Scratch:
         with pq.ParquetWriter(path, schema, compression="zstd") as writer:
             for batch in reader:
                 writer.write_table(pa.Table.from_batches([batch]).cast(schema), row_group_size=ROW_GROUP_SIZE)
+
+    def _write_passed(self, dropped: np.ndarray, path: Path) -> None:
+        """The raw rows minus the file row numbers in `dropped` (sorted), in the raw file's order.
+
+        Read with pyarrow in file order rather than through a DuckDB join: DuckDB's parallel scan
+        (with insertion order off, as the scratch runs) would emit rows in thread-scheduling order,
+        and the validated file must be byte-identical when the same partition is validated again.
+        """
+        source = pq.ParquetFile(self.raw_path)
+        offset = 0
+        pending: list[pa.RecordBatch] = []
+        pending_rows = 0
+        with pq.ParquetWriter(path, self.raw_schema, compression="zstd") as writer:
+            for batch in source.iter_batches(batch_size=ROW_GROUP_SIZE):
+                n = batch.num_rows
+                lo, hi = np.searchsorted(dropped, [offset, offset + n])
+                if hi > lo:
+                    keep = np.ones(n, dtype=bool)
+                    keep[dropped[lo:hi] - offset] = False
+                    batch = batch.filter(pa.array(keep))
+                offset += n
+                pending.append(batch)
+                pending_rows += batch.num_rows
+                if pending_rows >= ROW_GROUP_SIZE:
+                    table = pa.Table.from_batches(pending, self.raw_schema)
+                    full = (pending_rows // ROW_GROUP_SIZE) * ROW_GROUP_SIZE
+                    writer.write_table(table.slice(0, full), row_group_size=ROW_GROUP_SIZE)
+                    pending = table.slice(full).combine_chunks().to_batches()
+                    pending_rows -= full
+            if pending_rows:
+                writer.write_table(pa.Table.from_batches(pending, self.raw_schema), row_group_size=ROW_GROUP_SIZE)
 
     @staticmethod
     def count_parquet(path: Path) -> int:
@@ -302,13 +335,10 @@ class _Scratch:
         cols = ", ".join(f"b.{sql_ident(c)}" for c in self.raw_columns)
         # Both zones are staged and counted before either is committed: accounting guards the commit.
         with staged_dir(validated_dir) as v_out, staged_dir(quarantine_dir) as q_out:
-            self._write(
-                f"""SELECT {cols} FROM {self.source}, file_row_number = true) b
-                    ANTI JOIN (SELECT _row FROM verdict WHERE _quarantined) q
-                    ON b.file_row_number = q._row""",
-                self.raw_schema,
-                v_out / "part-0.parquet",
-            )
+            dropped = con.execute(
+                "SELECT _row FROM verdict WHERE _quarantined ORDER BY _row"
+            ).fetchnumpy()["_row"].astype(np.int64)
+            self._write_passed(dropped, v_out / "part-0.parquet")
             self._write(
                 f"""SELECT {cols}, v._reasons FROM {self.source}, file_row_number = true) b
                     JOIN verdict v ON b.file_row_number = v._row WHERE v._quarantined ORDER BY v._row""",
