@@ -1,4 +1,4 @@
-"""A tiny validated zone (MOIS residents/households, NTS income) and one dbt build over it per module."""
+"""A tiny validated zone (MOIS residents/households, NTS income, MOEL insurance, police cases) and one dbt build."""
 
 from __future__ import annotations
 
@@ -37,6 +37,22 @@ INCOME = [
     (2, "800101-1234567", 2024, 31_000_000, 0, 100, "20250531"),
     (3, "900404-1111111", 2024, 0, 12_000_000, 0, "20250531"),
     (4, "9004041111111", 2024, 0, 13_500_000, 250_000, "20250715"),
+]
+
+# 박서준 is insured at a job since 2023; 김철수's job ended in 2024.
+ENROLMENTS = [
+    # enrolment_id, rrn, employer_brn, acquired_date, lost_date, monthly_wage
+    (1, "900404-1111111", "1018100340", "20230101", "", 2_500_000),
+    (2, "800101-1234567", "1018100340", "20200101", "20240630", 3_000_000),
+]
+# 김철수 was assaulted (2024) and injured (2025, the later case decides); 이영희 reported a fraud.
+# A victim registered with a foreign registration number (7th digit 5) is not on the MOIS spine.
+CASES = [
+    # case_id, victim_rrn, crime_type, incident_date, reported_date
+    (1, "800101-1234567", "폭행", "20240301", "20240302"),
+    (2, "800101-1234567", "상해", "20250110", "20250111"),
+    (3, "820202-2345678", "사기", "20250201", "20250203"),
+    (4, "950505-5123456", "상해", "20250115", "20250116"),
 ]
 
 
@@ -81,6 +97,29 @@ def write_validated_zone(home: Path, ds: str = DS) -> None:
         "other_income": pa.array(i[5], pa.int64()),
         "filed_date": pa.array(i[6], pa.string()),
         "updated_at": pa.array([UPDATED] * len(INCOME), pa.timestamp("us")),
+    }), ds)  # fmt: skip
+    e = list(zip(*ENROLMENTS, strict=True))
+    _write(home, "moel", "employment_insurance", pa.table({
+        "enrolment_id": pa.array(e[0], pa.int64()),
+        "rrn": pa.array(e[1], pa.string()),
+        "employer_brn": pa.array(e[2], pa.string()),
+        "workplace_name": pa.array(["제로독 상사"] * len(ENROLMENTS), pa.string()),
+        "acquired_date": pa.array(e[3], pa.string()),
+        "lost_date": pa.array(e[4], pa.string()),
+        "monthly_wage": pa.array(e[5], pa.int64()),
+        "updated_at": pa.array([UPDATED] * len(ENROLMENTS), pa.timestamp("us")),
+    }), ds)  # fmt: skip
+    c = list(zip(*CASES, strict=True))
+    _write(home, "police", "crime_victim_cases", pa.table({
+        "case_id": pa.array(c[0], pa.int64()),
+        "victim_rrn": pa.array(c[1], pa.string()),
+        "crime_type": pa.array(c[2], pa.string()),
+        "incident_date": pa.array(c[3], pa.string()),
+        "reported_date": pa.array(c[4], pa.string()),
+        "police_station_code": pa.array(["PS1001"] * len(CASES), pa.string()),
+        "sigungu_code": pa.array(["11110"] * len(CASES), pa.string()),
+        "summary": pa.array(["피해 진술 접수"] * len(CASES), pa.string()),
+        "updated_at": pa.array([UPDATED] * len(CASES), pa.timestamp("us")),
     }), ds)  # fmt: skip
 
 

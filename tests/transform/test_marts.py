@@ -24,7 +24,9 @@ OFFICIAL_MEDIANS = {
     2025: [2_392_013, 3_932_658, 5_025_353, 6_097_773, 7_108_192, 8_064_805, 8_988_428],
     2026: [2_564_238, 4_199_292, 5_359_036, 6_494_738, 7_556_719, 8_555_952, 9_515_150],
 }
-NEW_MARTS = ("household_v1", "living_population_by_region_v1", "youth_leap_eligibility_v1", "benefit_notifications_v1")
+NEW_MARTS = ("household_v1", "living_population_by_region_v1", "youth_leap_eligibility_v1", "benefit_notifications_v1",
+             "victim_support_eligibility_v1")
+VICTIM_AREAS = ("legal_aid", "relief_fund", "emergency_livelihood", "employment_support", "financial_support")
 
 
 def _rows(cfg: Settings, sql: str) -> list[tuple]:
@@ -52,6 +54,12 @@ def test_new_marts_build_with_enforced_contracts(built):
         assert f"model.zerodoc.{mart}" in ids
         assert len(contract_hash(mart, cfg)) == 64
     assert "test.zerodoc.assert_population_suppressed_cells_not_derivable" in ids
+    statuses = {n.unique_id: n.status for n in summary.nodes}
+    for unit in (
+        "test_victim_support_thresholds_ages_households_and_foreigners",
+        "test_victim_support_as_of_a_past_date",
+    ):
+        assert statuses[f"unit_test.zerodoc.victim_support_eligibility_v1.{unit}"] == "pass"
 
 
 def test_household_income_against_the_2025_median(built, pseudonym_key):
@@ -87,6 +95,46 @@ def test_youth_leap_rows_explain_themselves_and_feed_one_notification(built, pse
         "select subject_pseudonym, programme, cast(eligible_on as varchar) from shared.benefit_notifications_v1",
     )
     assert notes == [(p("900404-1111111"), "youth_leap_account", DS)]
+
+
+def test_victim_support_rows_explain_each_area(built, pseudonym_key):
+    import json
+
+    cfg, summary = built
+    cols = ", ".join(f"{a}_eligible, {a}_rule_id, {a}_reason" for a in VICTIM_AREAS)
+    rows = {
+        r[0]: r[1:]
+        for r in _rows(
+            cfg, f"select subject_pseudonym, case_id, {cols}, inputs from shared.victim_support_eligibility_v1"
+        )
+    }
+    p = lambda rrn: pseudonymize(rrn, pseudonym_key)  # noqa: E731
+    assert set(rows) == {p("800101-1234567"), p("820202-2345678"), p("950505-5123456")}
+
+    def areas(row):
+        return {a: row[1 + 3 * i : 4 + 3 * i] for i, a in enumerate(VICTIM_AREAS)}
+
+    rules = {"legal_aid": "LA-2024-01", "relief_fund": "RF-2024-01", "emergency_livelihood": "EL-2024-01",
+             "employment_support": "ES-2024-01", "financial_support": "FS-2024-01"}
+    # 김철수: the 2025 injury (case 2) decides; household of 3 at 51 % of the 2025 median; his
+    # insured job ended in 2024. Eligible everywhere, each under the rule in force.
+    kim = rows[p("800101-1234567")]
+    assert kim[0] == 2
+    assert areas(kim) == {a: (True, rules[a], None) for a in VICTIM_AREAS}
+    inputs = json.loads(kim[-1])
+    assert inputs["household_size"] == 3 and inputs["household_income_krw"] == 31_000_100
+    assert inputs["median_income_krw"] == 5_025_353 and inputs["is_employment_insured"] is False
+    # 이영희: fraud is no crime against life or body → no relief fund.
+    assert areas(rows[p("820202-2345678")])["relief_fund"] == (False, "RF-2024-01", "crime_type_not_covered")
+    # The foreign victim is not on the spine: household unknown, and three areas do not cover foreigners.
+    foreign = areas(rows[p("950505-5123456")])
+    assert foreign["legal_aid"] == (False, "LA-2024-01", "household_or_median_unknown")
+    for a in ("relief_fund", "emergency_livelihood", "employment_support"):
+        assert foreign[a] == (False, rules[a], "foreigner_not_covered")
+    assert json.loads(rows[p("950505-5123456")][-1])["is_foreigner"] is True
+    # Not on the spine is a warning, not a failure.
+    warned = {n.unique_id for n in summary.warned}
+    assert any("relationships_victim_support_eligibility_v1_subject_pseudonym" in w for w in warned)
 
 
 def test_notifications_are_not_repeated_on_rerun_or_next_day(built):
