@@ -10,6 +10,8 @@ from fastapi.testclient import TestClient
 from zerodoc.audit.log import AuditLog
 from zerodoc.config import Settings
 from zerodoc.ui.app import create_app
+from zerodoc.ui.dbt_docs import docs_dir
+from zerodoc.ui.links import base_path, report_url, task_link
 
 RAW_ID = "900101-1234568"
 
@@ -107,3 +109,51 @@ def test_catalog_flags_stale_datasets(home):
     # The fixture's residence_v1 is as_of 2026-11-19: long past its 36 h SLA; unpublished ones are stale too.
     r = client(home).get("/catalog")
     assert 'cat-residence_v1">residence_v1 <span class="fail stale">STALE</span>' in r.text
+
+
+def test_data_docs_page_lists_each_run(home):
+    r = client(home).get("/data-docs")
+    assert r.status_code == 200
+    assert 'href="reports/mois__residents-2026-11-20-abc/data_docs/index.html"' in r.text
+    assert 'href="dbt-docs/">dbt docs</a>' in r.text and 'href="data-docs">Data Docs</a>' in r.text
+
+
+def test_dbt_docs_are_served_from_the_last_build_masked(home):
+    c = client(home)
+    assert "No dbt docs yet" in c.get("/dbt-docs/").text
+    docs = docs_dir(home)
+    docs.mkdir(parents=True)
+    (docs / "index.html").write_text("<html><script>fetch('manifest.json')</script>dbt docs</html>")
+    (docs / "manifest.json").write_text(json.dumps({"nodes": {}, "note": RAW_ID}))
+    (docs / "catalog.json").write_text("{}")
+    r = c.get("/dbt-docs/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "fetch('manifest.json')" in r.text
+    m = c.get("/dbt-docs/manifest.json")
+    assert m.headers["content-type"] == "application/json" and RAW_ID not in m.text and "900101-1******" in m.text
+    assert c.get("/dbt-docs", follow_redirects=False).headers["location"] == "dbt-docs/"
+    # Only the three files dbt writes: nothing else under $ZERODOC_HOME is reachable through this route.
+    assert c.get("/dbt-docs/..%2F..%2Fstate%2Faudit%2Fevidence.log").status_code == 404
+    assert c.get("/dbt-docs/run_results.json").status_code == 404
+
+
+def test_task_links_point_into_the_auditor_section():
+    summary = {"report_path": "/srv/zerodoc/reports/validation/mois__residents-2026-11-20-abc/report.html"}
+    assert task_link("validate_residents", summary, prefix="") == \
+        "/zerodoc/reports/mois__residents-2026-11-20-abc/report.html"
+    assert task_link("validate_residents", summary, prefix="/airflow") == \
+        "/airflow/zerodoc/reports/mois__residents-2026-11-20-abc/report.html"
+    assert task_link("publish_residence_v1", None, prefix="") == "/zerodoc/publish#ds-residence_v1"
+    assert task_link("dbt_build", None, prefix="") == "/zerodoc/dbt-docs/"
+    # A validate task that failed before returning has no report: no link rather than a broken one.
+    assert task_link("validate_residents", None, prefix="") == ""
+    assert task_link("extract_residents", None, prefix="") == ""
+
+
+def test_report_url_in_the_task_log_is_absolute_when_airflow_base_url_is_set(monkeypatch):
+    path = "/srv/zerodoc/reports/validation/nts__income-2026-11-20-abc/report.html"
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.example:8080/")
+    assert report_url(path) == "http://airflow.example:8080/zerodoc/reports/nts__income-2026-11-20-abc/report.html"
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.example/base")
+    assert base_path() == "/base"
+    assert report_url(path) == "http://airflow.example/base/zerodoc/reports/nts__income-2026-11-20-abc/report.html"

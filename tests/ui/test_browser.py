@@ -119,7 +119,8 @@ def airflow_ui(tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"airflow standalone not up in {STARTUP_TIMEOUT}s:\n{log_path.read_text()[-4000:]}")
             time.sleep(2)
-        yield {"base": base, "passwords": passwords, "summary": summary, "cfg": cfg}
+        yield {"base": base, "passwords": passwords, "summary": summary, "cfg": cfg,
+               "log_text": lambda: summary.log_path.read_text(encoding="utf-8", errors="replace")}
     finally:
         _stop(proc)
         os.environ.pop("ZERODOC_HOME", None)
@@ -218,8 +219,47 @@ def test_operator_and_auditor_pages_in_a_real_browser(airflow_ui, browser):
         page.goto(f"{base}/zerodoc/catalog")
         assert "residence_v1" in page.content() and "welfare-portal" in page.content()
         page.screenshot(path=SHOTS / "11-catalog.png", full_page=True)
+
+        # dbt docs of the run's build: the docs app loads manifest.json and lists the shared models.
+        page.goto(f"{base}/zerodoc/dbt-docs/")
+        page.get_by_text("residence_v1").first.wait_for()
+        page.screenshot(path=SHOTS / "13-dbt-docs.png", full_page=True)
+
+        # The validate task's extra link (and its log) lead to that run's report in the auditor section.
+        qualified = next(q for q in summary.entities if q.startswith("mois."))
+        task_id = f"validate_{qualified.split('.', 1)[1]}"
+        token = next(c["value"] for c in ctx.cookies() if c["name"] == "_token")
+        api = {"Authorization": f"Bearer {token}"}
+        runs = ctx.request.get(f"{base}/api/v2/dags/ingest_mois/dagRuns", headers=api).json()["dag_runs"]
+        run_id = runs[0]["dag_run_id"]
+        links = ctx.request.get(f"{base}/api/v2/dags/ingest_mois/dagRuns/{run_id}/taskInstances/{task_id}/links",
+                                headers=api).json()["extra_links"]
+        link = links["ZeroDoc audit"]
+        suite = summary.entities[qualified]["suite"]
+        assert link.startswith(f"/zerodoc/reports/{suite}") and link.endswith("/report.html"), links
+        assert link in airflow_ui["log_text"]()
+        page.goto(f"{base}{link}")
+        assert suite in page.content()
+        page.screenshot(path=SHOTS / "14-report-from-task-link.png", full_page=True)
+        page.goto(f"{base}/dags/ingest_mois/runs/{run_id}/tasks/{task_id}")
+        page.wait_for_timeout(4000)
+        page.screenshot(path=SHOTS / "15-task-with-extra-link.png", full_page=True)
     finally:
         ctx.close()
+
+
+@pytest.mark.e2e
+def test_lineage_events_of_the_run_follow_the_openlineage_schema(airflow_ui):
+    from tests.openlineage_spec import Spec, spec_dir
+    from zerodoc import lineage
+
+    events = lineage.read_events(airflow_ui["cfg"])
+    assert {e["job"]["name"].split(".")[0] for e in events} >= {"extract", "validate", "dbt", "publish"}
+    root = spec_dir()
+    if root is None:
+        pytest.skip("no OpenLineage spec files (OPENLINEAGE_SPEC_DIR); see tests/openlineage_spec.py")
+    spec = Spec(root)
+    assert {e["job"]["name"]: spec.errors(e) for e in events if spec.errors(e)} == {}
 
 
 @pytest.mark.e2e
