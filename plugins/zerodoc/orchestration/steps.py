@@ -67,10 +67,12 @@ def validate_step(qualified: str, ds: str, raw_path: str) -> dict:
     if outcome.extracted != outcome.passed + outcome.quarantined:  # validate_partition asserts it too
         raise RuntimeError(f"row accounting broken for {qualified} {ds}: {summary}")
     record_validation(qualified, ds, summary, cfg)
+    from zerodoc.ui.links import report_url
+
     log.info(
-        "%s %s: extracted=%s passed=%s quarantined=%s gate=%s report=%s",
+        "%s %s: extracted=%s passed=%s quarantined=%s gate=%s report=%s (auditor section: %s)",
         qualified, ds, outcome.extracted, outcome.passed, outcome.quarantined,
-        "open" if outcome.gate_passed else "CLOSED", outcome.report_path,
+        "open" if outcome.gate_passed else "CLOSED", outcome.report_path, report_url(outcome.report_path),
     )
     if not outcome.gate_passed:
         log.warning("gate closed for %s: %s", qualified, outcome.gate_message)
@@ -89,6 +91,9 @@ def dbt_build_step(ds: str) -> dict:
     for n in nodes:
         log.info("dbt %s %s %.2fs", getattr(n, "status", "?"), getattr(n, "unique_id", n),
                  getattr(n, "execution_time", 0.0) or 0.0)
+    from zerodoc.ui.dbt_docs import generate_quietly
+
+    generate_quietly(ds)  # dbt docs for the auditor section, while this task holds the warehouse
     return {"ds": ds, "nodes": len(nodes)}
 
 
