@@ -1,8 +1,15 @@
 """The evidence API: FastAPI app factory, request handling, error envelope and auditing.
 
 Every request under /v1/ is appended to the hash-chained audit log, and fsync'd, before its
-response is returned: in the handler for answers and handled errors, in the exception
-handlers for everything else. If the audit log cannot be written, no evidence leaves.
+response is returned: the request pipeline produces an Outcome (the response plus its audit
+record) and the route awaits the record's fsync before handing the response to the server;
+the exception handlers do the same for everything else. If the audit log cannot be written,
+no evidence leaves.
+
+The evidence and bundle routes run their pipeline on the event loop itself: it is ~0.2 ms of
+CPU (lookups in memory, one SQLite read, an Ed25519 signature), less than a thread-pool hop
+costs, and the wait for the fsync is an awaited future, not a parked thread. Routes that scan
+the audit log, and any request while an index still has its first load to do, use the pool.
 
 Order of checks on every authenticated route: key -> role -> rate limit -> body size -> body
 shape -> grant -> consent -> data. A caller without rights is refused before anything about
@@ -20,12 +27,13 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -42,7 +50,7 @@ from zerodoc.api.datasets import (
 )
 from zerodoc.api.index import DatasetIndex, DatasetUnavailable, Snapshot
 from zerodoc.api.policy import Grant, load_policy, policy_path
-from zerodoc.api.signing import load_or_create_keys
+from zerodoc.api.signing import canonical_bytes, load_or_create_keys
 from zerodoc.audit.log import AuditError, AuditLog, read_records, verify_chain
 from zerodoc.config import Settings
 from zerodoc.config import settings as load_settings
@@ -67,6 +75,18 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A response that may leave only once its audit record (None: not audited) is durable."""
+
+    response: Response
+    audit: dict[str, Any] | None = None
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _error_body(code: str, message: str) -> dict[str, Any]:
@@ -240,8 +260,8 @@ class EvidenceService:
         request: Request,
         raw: bytes | None,
         roles: tuple[str, ...],
-        op: Callable[[dict[str, Any], Consumer, bytes], JSONResponse],
-    ) -> JSONResponse:
+        op: Callable[[dict[str, Any], Consumer, bytes], Outcome],
+    ) -> Outcome:
         """Authenticate, authorise the role, rate-limit and size-check; then run op. Always audited.
 
         raw is None when the body was larger than MAX_BODY_BYTES (it was not read further).
@@ -283,9 +303,6 @@ class EvidenceService:
             return op(ctx, consumer, raw)
         except ApiError as err:
             return self.deny(ctx, err)
-        except AuditError:
-            log.exception("audit log write failed; refusing to answer")
-            return self._audit_unavailable()
         except Exception as exc:  # noqa: BLE001 - a bug must still be audited, and its text may hold the ID
             log.error("unhandled %s in %s (request %s)", type(exc).__name__, ctx["path"], ctx["request_id"])
             return self.deny(ctx, ApiError(500, "internal_error", "internal error"))
@@ -301,33 +318,49 @@ class EvidenceService:
     def answer(
         self,
         ctx: dict[str, Any],
-        payload: dict[str, Any],
+        payload: dict[str, Any] | bytes,
         *,
         status: int = 200,
         decision: str = "allowed",
         reason: str,
         fields: list[str] | None = None,
-    ) -> JSONResponse:
-        """Audit, then answer: the record is durable before the response exists."""
-        self.audit.append(**ctx, fields=fields or [], decision=decision, status=status, reason=reason)
-        return JSONResponse(payload, status_code=status, headers=NO_STORE)
+    ) -> Outcome:
+        """The answer and its audit record; `respond` releases it once the record is durable."""
+        audit = {**ctx, "fields": fields or [], "decision": decision, "status": status, "reason": reason}
+        if isinstance(payload, bytes):
+            response: Response = Response(payload, status_code=status, headers=NO_STORE, media_type="application/json")
+        else:
+            response = JSONResponse(payload, status_code=status, headers=NO_STORE)
+        return Outcome(response, audit)
 
-    def deny(self, ctx: dict[str, Any], err: ApiError) -> JSONResponse:
-        try:
-            self.audit.append(**ctx, fields=[], decision="denied", status=err.status, reason=err.code)
-        except AuditError:
-            log.exception("audit log write failed; refusing to answer")
-            return self._audit_unavailable()
-        return JSONResponse(
+    def deny(self, ctx: dict[str, Any], err: ApiError) -> Outcome:
+        audit = {**ctx, "fields": [], "decision": "denied", "status": err.status, "reason": err.code}
+        response = JSONResponse(
             _error_body(err.code, err.message), status_code=err.status, headers={**NO_STORE, **err.headers}
         )
+        return Outcome(response, audit)
 
-    def deny_request(self, request: Request, err: ApiError) -> JSONResponse:
+    def deny_request(self, request: Request, err: ApiError) -> Outcome:
         """Errors raised outside our handlers (unknown route, wrong method, framework validation)."""
         if not request.url.path.startswith("/v1/"):
-            return JSONResponse(_error_body(err.code, err.message), status_code=err.status, headers=err.headers)
+            body = _error_body(err.code, err.message)
+            return Outcome(JSONResponse(body, status_code=err.status, headers=err.headers))
         ctx = {"request_id": str(uuid.uuid4()), "method": request.method, "path": request.url.path}
         return self.deny(ctx, err)
+
+    async def respond(self, outcome: Outcome) -> Response:
+        """The response, once its audit record is fsync'd; 503 and no answer if it cannot be."""
+        if outcome.audit is not None:
+            try:
+                await self.audit.append_async(**outcome.audit)
+            except AuditError:
+                log.exception("audit log write failed; refusing to answer")
+                return self._audit_unavailable()
+        return outcome.response
+
+    def inline_ready(self) -> bool:
+        """Every index has its first snapshot: a request cannot trigger a blocking load."""
+        return all(index.serving_version is not None for index in self.indexes.values())
 
     # ---- evidence --------------------------------------------------------------------------
     def _authorise(
@@ -396,15 +429,18 @@ class EvidenceService:
         fields: list[str],
         document: str | None = None,
         reason: str | None = None,
-    ) -> JSONResponse:
-        answer: dict[str, Any] = {"status": evidence["status"]}
-        if document is not None:
-            answer.update(document=document, reason=reason)
+    ) -> Outcome:
         keys = self.keys
-        answer.update(evidence=evidence, signature=keys.sign(evidence), kid=keys.kid)
+        # The answer is assembled around the signed bytes: the evidence is serialised once.
+        signed = canonical_bytes(evidence)
+        head = {"status": evidence["status"]}
         if document is not None:
-            return self.answer(ctx, answer, decision="needs_document", reason=reason or "needs_document")
-        return self.answer(ctx, answer, reason="granted", fields=fields)
+            head.update(document=document, reason=reason)
+        tail = {"signature": keys.sign_bytes(signed), "kid": keys.kid}
+        payload = _json(head)[:-1] + b',"evidence":' + signed + b"," + _json(tail)[1:]
+        if document is not None:
+            return self.answer(ctx, payload, decision="needs_document", reason=reason or "needs_document")
+        return self.answer(ctx, payload, reason="granted", fields=fields)
 
     def _envelope(
         self, ctx: dict[str, Any], consumer: Consumer, snap: Snapshot, evidence_type: str, purpose: str
@@ -422,12 +458,12 @@ class EvidenceService:
             "subject_pseudonym": ctx["subject_pseudonym"],
         }
 
-    def _needs_document(self, ctx: dict[str, Any], envelope: dict[str, Any], reason: str) -> JSONResponse:
+    def _needs_document(self, ctx: dict[str, Any], envelope: dict[str, Any], reason: str) -> Outcome:
         document = FALLBACK_DOCUMENTS.get(envelope["dataset"], "the certificate the service normally asks for")
         evidence = {**envelope, "status": "needs_document", "document": document, "reason": reason, "issued_at": _now()}
         return self._signed(ctx, evidence, fields=[], document=document, reason=reason)
 
-    def evidence_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> JSONResponse:
+    def evidence_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> Outcome:
         body = _parse_body(raw, ("evidence_type", "subject_id", "purpose", "consent_id"), {"fields": list})
         evidence_type = body["evidence_type"]
         if evidence_type not in EVIDENCE_TYPES:
@@ -447,7 +483,7 @@ class EvidenceService:
         evidence = {**envelope, "fields": fields, "issued_at": _now()}
         return self._signed(ctx, evidence, fields=list(fields))
 
-    def bundle_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> JSONResponse:
+    def bundle_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> Outcome:
         body = _parse_body(raw, ("subject_id", "purpose", "consent_id"))
         dataset = VICTIM_SUPPORT_DATASET
         ctx.update(evidence_type="crime_victim_support_bundle", dataset=dataset)
@@ -478,7 +514,7 @@ class EvidenceService:
         return self._signed(ctx, evidence, fields=returned)
 
     # ---- consent (citizen-service role) ----------------------------------------------------
-    def consent_record_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> JSONResponse:
+    def consent_record_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> Outcome:
         body = _parse_body(
             raw,
             ("subject_id", "consumer", "purpose", "valid_to"),
@@ -517,7 +553,7 @@ class EvidenceService:
         ctx["consent_id"] = consent.consent_id
         return self.answer(ctx, _consent_json(consent), status=201, reason="consent_recorded")
 
-    def consent_revoke_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> JSONResponse:
+    def consent_revoke_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> Outcome:
         body = _parse_body(raw, ("consent_id", "subject_id"))
         _check_subject(body["subject_id"])
         ctx["subject_pseudonym"] = pseudonymize(body["subject_id"], self.pseudonym_key)
@@ -529,7 +565,7 @@ class EvidenceService:
         return self.answer(ctx, _consent_json(consent), reason="consent_revoked")
 
     # ---- access log and chain check ---------------------------------------------------------
-    def access_log_search_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> JSONResponse:
+    def access_log_search_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> Outcome:
         body = _parse_body(
             raw,
             (),
@@ -537,7 +573,7 @@ class EvidenceService:
         )
         return self._access_log(ctx, consumer, body)
 
-    def access_log_query_op(self, ctx: dict[str, Any], consumer: Consumer, query: dict[str, str]) -> JSONResponse:
+    def access_log_query_op(self, ctx: dict[str, Any], consumer: Consumer, query: dict[str, str]) -> Outcome:
         allowed = {"consumer", "decision", "since", "until", "limit"}
         if set(query) - allowed:
             raise ApiError(422, "invalid_request", f"query parameters allowed: {sorted(allowed)}")
@@ -549,7 +585,7 @@ class EvidenceService:
                 raise ApiError(422, "invalid_request", "limit must be a whole number") from None
         return self._access_log(ctx, consumer, body)
 
-    def _access_log(self, ctx: dict[str, Any], consumer: Consumer, body: dict[str, Any]) -> JSONResponse:
+    def _access_log(self, ctx: dict[str, Any], consumer: Consumer, body: dict[str, Any]) -> Outcome:
         subject = None
         if body.get("subject_id") is not None:
             _check_subject(body["subject_id"])
@@ -588,7 +624,7 @@ class EvidenceService:
         entries = entries[-limit:][::-1]  # newest first
         return self.answer(ctx, {"entries": entries}, reason="access_log")
 
-    def audit_verify_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> JSONResponse:
+    def audit_verify_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> Outcome:
         result = verify_chain(self.audit.path)
         payload = {
             "ok": result.ok,
@@ -669,18 +705,23 @@ def create_app(
     app.state.service = service
     secured = [{"bearerAuth": []}]
 
-    def route(roles: tuple[str, ...], op: Callable[..., JSONResponse]):
-        async def handler(request: Request) -> JSONResponse:
+    def route(roles: tuple[str, ...], op: Callable[..., Outcome], inline: bool):
+        async def handler(request: Request) -> Response:
             raw = await _read_capped(request)
-            # Sync work (lookups, SQLite, audit fsync) goes to the thread pool, off the event loop.
-            return await run_in_threadpool(service.handle, request, raw, roles, op)
+            if inline and service.inline_ready():
+                outcome = service.handle(request, raw, roles, op)
+            else:  # SQLite writes with fsync, or an index's first load: not on the event loop
+                outcome = await run_in_threadpool(service.handle, request, raw, roles, op)
+            return await service.respond(outcome)
 
         return handler
 
-    def post(path: str, roles: tuple[str, ...], op, model, response, summary: str, status: int = 200):
+    def post(
+        path: str, roles: tuple[str, ...], op, model, response, summary: str, status: int = 200, inline: bool = False
+    ):
         app.add_api_route(
             path,
-            route(roles, op),
+            route(roles, op, inline),
             methods=["POST"],
             summary=summary,
             status_code=status,
@@ -696,6 +737,7 @@ def create_app(
         schemas.EvidenceRequest,
         schemas.SignedAnswer,
         "Signed, purpose-bound evidence about one consenting subject (or needs_document)",
+        inline=True,
     )
     post(
         "/v1/bundles/crime-victim-support",
@@ -704,6 +746,7 @@ def create_app(
         schemas.BundleRequest,
         schemas.SignedAnswer,
         "All crime-victim support areas in one signed answer",
+        inline=True,
     )
     post(
         "/v1/consents",
@@ -749,11 +792,12 @@ def create_app(
             ],
         },
     )
-    async def access_log(request: Request) -> JSONResponse:
+    async def access_log(request: Request) -> Response:
         query = dict(request.query_params)
-        return await run_in_threadpool(
+        outcome = await run_in_threadpool(
             service.handle, request, b"", ("auditor",), lambda ctx, c, _raw: service.access_log_query_op(ctx, c, query)
         )
+        return await service.respond(outcome)
 
     @app.get(
         "/v1/audit/verify",
@@ -761,17 +805,16 @@ def create_app(
         responses={200: {"model": schemas.VerifyAnswer, "description": "Answer"}, **schemas.ERRORS},
         openapi_extra={"security": secured},
     )
-    async def audit_verify(request: Request) -> JSONResponse:
-        return await run_in_threadpool(service.handle, request, b"", ("auditor",), service.audit_verify_op)
+    async def audit_verify(request: Request) -> Response:
+        outcome = await run_in_threadpool(service.handle, request, b"", ("auditor",), service.audit_verify_op)
+        return await service.respond(outcome)
 
     @app.get("/v1/health")
-    def health() -> JSONResponse:
+    async def health() -> Response:
         ctx = {"request_id": str(uuid.uuid4()), "method": "GET", "path": "/v1/health"}
-        try:
-            service.audit.append(**ctx, fields=[], decision="allowed", status=200, reason="health")
-        except AuditError:
-            return JSONResponse(_error_body("audit_unavailable", "audit log unavailable"), status_code=503)
-        return JSONResponse(service.health())
+        payload = await run_in_threadpool(service.health)
+        audit = {**ctx, "fields": [], "decision": "allowed", "status": 200, "reason": "health"}
+        return await service.respond(Outcome(JSONResponse(payload), audit))
 
     @app.get("/livez", summary="Liveness: a constant answer, no authentication, not audited")
     async def livez() -> JSONResponse:
@@ -782,22 +825,22 @@ def create_app(
         return JSONResponse(service.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         err = ApiError(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
-        return await run_in_threadpool(service.deny_request, request, err)
+        return await service.respond(service.deny_request(request, err))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         # Field locations only: pydantic's messages can carry the rejected input, i.e. an ID.
         where = sorted({".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()})
         err = ApiError(422, "invalid_request", f"invalid request at: {', '.join(where)}")
-        return await run_in_threadpool(service.deny_request, request, err)
+        return await service.respond(service.deny_request(request, err))
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-        return await run_in_threadpool(service.deny_request, request, ApiError(500, "internal_error", "internal error"))
+        return await service.respond(service.deny_request(request, ApiError(500, "internal_error", "internal error")))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -3,6 +3,10 @@
 Stored in SQLite under ``state/consent.sqlite`` (WAL, synchronous=FULL: a recorded or revoked
 consent survives a crash once the call returns). Subjects appear only as pseudonyms. Every API
 worker process opens its own connection per thread; reads do not block each other.
+
+Consents read by a connection are kept in memory for as long as SQLite's ``data_version`` of
+that connection says nobody else committed (one cheap pragma per check instead of a query and
+a JSON parse); a revocation by any process or thread empties the cache on the next check.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from zerodoc.config import Settings
 
 CONSENT_PREFIX = "cns_"
+CACHE_MAX = 100_000  # consents kept per connection; the cache is emptied when full
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS consents (
@@ -86,7 +91,18 @@ class ConsentRegistry:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")
             self._local.con = con
+            self._local.cache = {}
+            self._local.version = None
         return con
+
+    def _cache(self, con: sqlite3.Connection) -> dict[str, Consent]:
+        """This connection's consent cache, emptied when another connection committed since."""
+        version = con.execute("PRAGMA data_version").fetchone()[0]
+        cache = self._local.cache
+        if version != self._local.version or len(cache) > CACHE_MAX:
+            cache.clear()
+            self._local.version = version
+        return cache
 
     def record(
         self,
@@ -162,9 +178,19 @@ class ConsentRegistry:
         )
 
     def get(self, consent_id: str) -> Consent | None:
+        con = self._con()
+        cache = self._cache(con)
+        consent = cache.get(consent_id)
+        if consent is None:
+            consent = self._select(con, consent_id)
+            if consent is not None:
+                cache[consent_id] = consent
+        return consent
+
+    @staticmethod
+    def _select(con: sqlite3.Connection, consent_id: str) -> Consent | None:
         row = (
-            self._con()
-            .execute(
+            con.execute(
                 "SELECT consent_id, subject_pseudonym, consumer, purpose, datasets, valid_from, valid_to, "
                 "revoked_at, recorded_by, created_at FROM consents WHERE consent_id = ?",
                 (consent_id,),
@@ -186,6 +212,7 @@ class ConsentRegistry:
                 "UPDATE consents SET revoked_at = ? WHERE consent_id = ? AND revoked_at IS NULL",
                 (now, consent_id),
             )
+            self._local.cache.clear()  # data_version only counts other connections' commits
             consent = self.get(consent_id)
             assert consent is not None
         return consent

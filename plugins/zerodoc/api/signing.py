@@ -3,14 +3,19 @@
 The signature is a JWS compact serialization with a detached payload (RFC 7515 appendix F):
 ``<protected header>..<signature>``; the payload is the canonical JSON of the "evidence"
 object (sorted keys, no spaces, UTF-8), which the receiver recomputes from the answer.
+
+Signing builds that compact form itself around the key's Ed25519 primitive (the header is
+encoded once per key): byte for byte what joserfc's ``serialize_compact`` produces, Ed25519
+being deterministic, at a fraction of its per-call overhead. Verifying goes through joserfc.
 """
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
 @dataclass
 class SigningKeys:
     """Key pairs under ``state/signing/``: ``keys.json`` (kids, dates) and ``<kid>.pem`` (0600).
@@ -47,6 +56,11 @@ class SigningKeys:
     directory: Path
     active: OKPKey
     all_keys: list[OKPKey]
+    _header_b64: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        header = json.dumps({"alg": ALG, "kid": self.active.kid}, separators=(",", ":")).encode("ascii")
+        self._header_b64 = b64url(header)
 
     @property
     def kid(self) -> str:
@@ -56,10 +70,12 @@ class SigningKeys:
         return {"keys": [{**k.as_dict(private=False), "alg": ALG, "use": "sig"} for k in self.all_keys]}
 
     def sign(self, evidence: dict[str, Any]) -> str:
-        compact = jws.serialize_compact(
-            {"alg": ALG, "kid": self.kid}, canonical_bytes(evidence), self.active, algorithms=ACCEPTED_ALGS
-        )
-        return jws.detach_content(compact)
+        return self.sign_bytes(canonical_bytes(evidence))
+
+    def sign_bytes(self, payload: bytes) -> str:
+        """Detached JWS over payload, which must be canonical_bytes(evidence)."""
+        signature = self.active.private_key.sign(self._header_b64 + b"." + b64url(payload))
+        return (self._header_b64 + b".." + b64url(signature)).decode("ascii")
 
 
 def _new_key(directory: Path) -> dict[str, Any]:

@@ -9,14 +9,16 @@ Appends hold an exclusive ``fcntl.flock`` on the log file and read the tail unde
 several API worker processes extend one chain instead of forking it; each record is
 fsync'd before ``append`` returns, i.e. before the response leaves.
 
-With ``group_commit=True`` (the API server), concurrent ``append`` calls in one process are
-written by one writer thread as a batch under one lock and one fsync, and each caller is
-released only after that fsync: the same durability, one fsync per batch instead of per
-request (an fsync costs milliseconds; a request's own work tens of microseconds).
+With ``group_commit=True`` (the API server), concurrent ``append`` / ``append_async`` calls in
+one process are written by one writer thread as a batch under one lock and one fsync, and each
+caller is released only after that fsync: the same durability, one fsync per batch instead of
+per request (an fsync costs milliseconds; a request's own work tens of microseconds).
+``append_async`` lets an event loop await its record without parking a thread per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import json
@@ -99,14 +101,41 @@ def _read_tail(fh) -> tuple[int, str, int]:
     return int(last["seq"]), str(last["hash"]), pos + last_nl + 1
 
 
-class _Pending:
-    __slots__ = ("fields", "done", "record", "error")
+def _line_and_hash(record: dict[str, Any]) -> tuple[bytes, str]:
+    """The record's log line and its hash, serialising it once instead of twice.
 
-    def __init__(self, fields: dict[str, Any]):
+    ``hash`` sorts just before ``method``, which every record carries, and ``,"method":`` cannot
+    occur earlier inside a JSON string (its quotes would be escaped), so the hashed body and the
+    line differ only by the hash spliced in there.
+    """
+    body = canonical_json(record)
+    digest = hashlib.sha256(record["prev_hash"].encode("ascii") + body).hexdigest()
+    at = body.index(b',"method":')
+    return body[:at] + b',"hash":"' + digest.encode("ascii") + b'"' + body[at:] + b"\n", digest
+
+
+class _Pending:
+    __slots__ = ("fields", "done", "record", "error", "loop", "future")
+
+    def __init__(self, fields: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None):
         self.fields = fields
-        self.done = threading.Event()
+        self.loop = loop
+        self.future: asyncio.Future | None = loop.create_future() if loop is not None else None
+        self.done = threading.Event() if loop is None else None
         self.record: dict[str, Any] | None = None
         self.error: BaseException | None = None
+
+
+def _settle(pending: list[_Pending]) -> None:
+    """Runs in the waiting event loop: hand each awaiting request its record (or the failure)."""
+    for p in pending:
+        assert p.future is not None
+        if p.future.done():  # the request was cancelled (client gone); its record is written anyway
+            continue
+        if p.error is not None:
+            p.future.set_exception(AuditError(str(p.error)))
+        else:
+            p.future.set_result(p.record)
 
 
 class AuditLog:
@@ -125,17 +154,36 @@ class AuditLog:
         if not self._group:
             return self._write_batch([fields])[0]
         pending = _Pending(fields)
+        self._enqueue(pending)
+        assert pending.done is not None
+        pending.done.wait()
+        if pending.error is not None:
+            raise AuditError(str(pending.error))
+        assert pending.record is not None
+        return pending.record
+
+    async def append_async(self, **fields: Any) -> dict[str, Any]:
+        """``append`` for an event loop: returns once the record is fsync'd, holding no thread meanwhile."""
+        unknown = set(fields) - set(RECORD_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown audit record fields: {sorted(unknown)}")
+        if not self._group:
+            return await asyncio.to_thread(self._write_one, fields)
+        pending = _Pending(fields, asyncio.get_running_loop())
+        self._enqueue(pending)
+        assert pending.future is not None
+        return await pending.future
+
+    def _write_one(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return self._write_batch([fields])[0]
+
+    def _enqueue(self, pending: _Pending) -> None:
         with self._cv:
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(target=self._run_writer, name="audit-writer", daemon=True)
                 self._writer.start()
             self._queue.append(pending)
             self._cv.notify()
-        pending.done.wait()
-        if pending.error is not None:
-            raise AuditError(str(pending.error))
-        assert pending.record is not None
-        return pending.record
 
     def _run_writer(self) -> None:
         while True:
@@ -148,11 +196,21 @@ class AuditLog:
             except Exception as exc:  # noqa: BLE001 - never leave a waiting request hanging
                 for p in batch:
                     p.error = exc
+            else:
+                for p, rec in zip(batch, records, strict=True):
+                    p.record = rec
+            by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
+            for p in batch:
+                if p.loop is None:
+                    assert p.done is not None
                     p.done.set()
-                continue
-            for p, rec in zip(batch, records, strict=True):
-                p.record = rec
-                p.done.set()
+                else:
+                    by_loop.setdefault(p.loop, []).append(p)
+            for loop, waiting in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_settle, waiting)  # one wake-up per loop and batch
+                except RuntimeError:  # that loop has closed: nobody is waiting any more
+                    pass
 
     def _write_batch(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:
@@ -171,9 +229,10 @@ class AuditLog:
                         record["seq"] = seq
                         record["ts"] = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
                         record["prev_hash"] = prev_hash
-                        record["hash"] = prev_hash = record_hash(record)
+                        line, prev_hash = _line_and_hash(record)
+                        record["hash"] = prev_hash
                         records.append(record)
-                        lines.append(canonical_json(record) + b"\n")
+                        lines.append(line)
                     fh.seek(offset)
                     fh.truncate()
                     fh.write(b"".join(lines))
