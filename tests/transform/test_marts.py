@@ -25,7 +25,7 @@ OFFICIAL_MEDIANS = {
     2026: [2_564_238, 4_199_292, 5_359_036, 6_494_738, 7_556_719, 8_555_952, 9_515_150],
 }
 NEW_MARTS = ("household_v1", "living_population_by_region_v1", "youth_leap_eligibility_v1", "benefit_notifications_v1",
-             "victim_support_eligibility_v1")
+             "victim_support_eligibility_v1", "employment_v1")
 VICTIM_AREAS = ("legal_aid", "relief_fund", "emergency_livelihood", "employment_support", "financial_support")
 
 
@@ -60,6 +60,21 @@ def test_new_marts_build_with_enforced_contracts(built):
         "test_victim_support_as_of_a_past_date",
     ):
         assert statuses[f"unit_test.zerodoc.victim_support_eligibility_v1.{unit}"] == "pass"
+    assert statuses["unit_test.zerodoc.employment_v1.test_employment_status_on_as_of"] == "pass"
+
+
+def test_employment_status_per_person(built, pseudonym_key):
+    cfg, _ = built
+    p = lambda rrn: pseudonymize(rrn, pseudonym_key)  # noqa: E731
+    rows = _rows(
+        cfg,
+        "select subject_pseudonym, is_insured, current_employer_brn, cast(insured_since as varchar), "
+        "cast(last_lost_on as varchar) from shared.employment_v1",
+    )
+    assert sorted(rows) == sorted([
+        (p("900404-1111111"), True, "1018100340", "2023-01-01", None),
+        (p("800101-1234567"), False, None, None, "2024-06-30"),
+    ])
 
 
 def test_household_income_against_the_2025_median(built, pseudonym_key):
