@@ -24,8 +24,14 @@ OFFICIAL_MEDIANS = {
     2025: [2_392_013, 3_932_658, 5_025_353, 6_097_773, 7_108_192, 8_064_805, 8_988_428],
     2026: [2_564_238, 4_199_292, 5_359_036, 6_494_738, 7_556_719, 8_555_952, 9_515_150],
 }
-NEW_MARTS = ("household_v1", "living_population_by_region_v1", "youth_leap_eligibility_v1", "benefit_notifications_v1",
-             "victim_support_eligibility_v1", "employment_v1")
+NEW_MARTS = (
+    "household_v1",
+    "living_population_by_region_v1",
+    "youth_leap_eligibility_v1",
+    "benefit_notifications_v1",
+    "victim_support_eligibility_v1",
+    "employment_v1",
+)
 VICTIM_AREAS = ("legal_aid", "relief_fund", "emergency_livelihood", "employment_support", "financial_support")
 
 
@@ -71,10 +77,12 @@ def test_employment_status_per_person(built, pseudonym_key):
         "select subject_pseudonym, is_insured, current_employer_brn, cast(insured_since as varchar), "
         "cast(last_lost_on as varchar) from shared.employment_v1",
     )
-    assert sorted(rows) == sorted([
-        (p("900404-1111111"), True, "1018100340", "2023-01-01", None),
-        (p("800101-1234567"), False, None, None, "2024-06-30"),
-    ])
+    assert sorted(rows) == sorted(
+        [
+            (p("900404-1111111"), True, "1018100340", "2023-01-01", None),
+            (p("800101-1234567"), False, None, None, "2024-06-30"),
+        ]
+    )
 
 
 def test_household_income_against_the_2025_median(built, pseudonym_key):
@@ -129,8 +137,13 @@ def test_victim_support_rows_explain_each_area(built, pseudonym_key):
     def areas(row):
         return {a: row[1 + 3 * i : 4 + 3 * i] for i, a in enumerate(VICTIM_AREAS)}
 
-    rules = {"legal_aid": "LA-2024-01", "relief_fund": "RF-2024-01", "emergency_livelihood": "EL-2024-01",
-             "employment_support": "ES-2024-01", "financial_support": "FS-2024-01"}
+    rules = {
+        "legal_aid": "LA-2024-01",
+        "relief_fund": "RF-2024-01",
+        "emergency_livelihood": "EL-2024-01",
+        "employment_support": "ES-2024-01",
+        "financial_support": "FS-2024-01",
+    }
     # 김철수: the 2025 injury (case 2) decides; household of 3 at 51 % of the 2025 median; his
     # insured job ended in 2024. Eligible everywhere, each under the rule in force.
     kim = rows[p("800101-1234567")]
