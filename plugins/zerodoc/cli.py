@@ -6,14 +6,24 @@ import datetime as dt
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+PIPELINE, SHARING, OPERATIONS = "Pipeline", "Evidence and sharing", "Operations and audit"
+
 app = typer.Typer(
     help="ZeroDoc: agency records → validated shared datasets → signed, purpose-bound evidence.",
+    epilog=(
+        "First time: `zerodoc generate`, then `zerodoc run`, then `zerodoc serve` in another terminal.  "
+        "Every zone and all state live under $ZERODOC_HOME (default ./var); the pseudonym key comes from "
+        "ZERODOC_PSEUDONYM_KEY (`make run` writes it to .env); ZERODOC_DEPLOYMENT=cluster switches to "
+        "the CeleryExecutor deployment.  `zerodoc COMMAND --help` for each command."
+    ),
     no_args_is_help=True,
     add_completion=False,
 )
@@ -22,8 +32,8 @@ cluster_app = typer.Typer(
     no_args_is_help=True,
 )
 publish_app = typer.Typer(help="Inspect and roll back published dataset versions.", no_args_is_help=True)
-app.add_typer(publish_app, name="publish")
-app.add_typer(cluster_app, name="cluster")
+app.add_typer(publish_app, name="publish", rich_help_panel=OPERATIONS)
+app.add_typer(cluster_app, name="cluster", rich_help_panel=OPERATIONS)
 console = Console(width=int(__import__("os").environ.get("COLUMNS", "140")))
 
 
@@ -32,33 +42,88 @@ def _fail(message: str, hint: str) -> None:
     raise typer.Exit(2)
 
 
-@app.command()
+class Steps:
+    """Progress of a long command: a live bar on a terminal; without one (CI, logs, pipes) exactly one plain
+    line per finished step, so a log never fills with spinner frames."""
+
+    def __init__(self, total: int, out: Console | None = None) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.out = out or console
+        self.total, self.done = total, 0
+        self.live = self.out.is_terminal
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=self.out, disable=not self.live, transient=False)
+        self.task = self.bar.add_task("", total=total)
+
+    def __enter__(self) -> Steps:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    @contextmanager
+    def step(self, description: str) -> Iterator[None]:
+        self.bar.update(self.task, description=description)
+        t0 = time.perf_counter()
+        yield
+        self.done += 1
+        self.bar.advance(self.task)
+        line = f"[{self.done}/{self.total}] {description}: done in {time.perf_counter() - t0:.1f}s"
+        if self.live:
+            self.bar.console.print(line, highlight=False, markup=False)
+        else:
+            self.out.print(line, highlight=False, markup=False)
+
+
+def _parse_date(value: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        _fail(f"{option} {value!r} is not a date", f"write it as YYYY-MM-DD, e.g. {option} 2026-11-01")
+        raise  # unreachable: _fail exits
+
+
+@app.command(rich_help_panel=PIPELINE)
 def generate(
-    persons: Annotated[int, typer.Option(help="Number of persons in the resident registry")] = 20_000,
+    persons: Annotated[int, typer.Option(help="Persons in the resident registry (at least 1000)")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same records")] = 42,
-    load_servers: Annotated[bool, typer.Option(help="Also load configured PostgreSQL/MariaDB servers")] = True,
+    load_servers: Annotated[bool, typer.Option(help="Also load the agency servers that have a connection set")] = True,
 ) -> None:
-    """Build synthetic agency records (MOIS resident registry, NTS income) with a known defect plan."""
+    """Build synthetic records for all seven agencies, with a known defect plan so every count is predictable."""
     from zerodoc.catalog import agencies
     from zerodoc.config import settings
     from zerodoc.sources import generate as gen
+    from zerodoc.sources.servers import connection_uri
     from zerodoc.sources.servers import load_servers as load
 
+    if persons < 1000:
+        _fail(f"--persons {persons} is too small: every defect kind needs at least 1000 persons",
+              "use --persons 1000 or more (make run uses 20000)")
     cfg = settings()
-    t0 = time.perf_counter()
-    with console.status(f"generating {persons:,} persons (seed {seed})…"):
-        expected = gen.generate(persons, seed, cfg.sources_dir)
-        gen.write_expected(expected, cfg)
-    console.print(f"generated stand-ins under {cfg.sources_dir} in {time.perf_counter() - t0:.1f}s")
-    if load_servers:
-        with console.status("loading configured agency servers…"):
-            counts = load(agencies(), cfg)
-        for q, n in counts.items():
-            console.print(f"loaded {n:,} rows into the {q} server table")
+    servers = {code: a for code, a in agencies().items()
+               if load_servers and a.kind in ("postgres", "mysql") and connection_uri(a.conn_id) is not None}
+    counts: dict[str, int] = {}
+    with Steps(2 + len(servers)) as steps:
+        with steps.step(f"generating {persons:,} persons (seed {seed}) under {cfg.sources_dir}"):
+            expected = gen.generate(persons, seed, cfg.sources_dir)
+        with steps.step("writing the expected counts of the defect plan"):
+            gen.write_expected(expected, cfg)
+        for code, agency in servers.items():
+            with steps.step(f"loading the {code} server ({agency.kind})"):
+                try:
+                    counts.update(load({code: agency}, cfg))
+                except Exception as exc:  # noqa: BLE001 - say which server and what to check, not a traceback
+                    _fail(f"loading the {code} server failed: {exc}",
+                          f"check that the server behind AIRFLOW_CONN_{agency.conn_id.upper()} is up and "
+                          "reachable, or rerun with --no-load-servers to use the file stand-ins only")
+    for q, n in counts.items():
+        console.print(f"loaded {n:,} rows into the {q} server table")
     console.print_json(json.dumps(expected))
 
 
-@app.command()
+@app.command(rich_help_panel=PIPELINE)
 def run(
     persons: Annotated[int, typer.Option(help="Persons to generate when no matching data exists")] = 20_000,
     seed: Annotated[int, typer.Option(help="Generator seed")] = 42,
@@ -83,7 +148,50 @@ def run(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(rich_help_panel=PIPELINE)
+def backfill(
+    start: Annotated[str, typer.Option(help="First logical date, YYYY-MM-DD")],
+    end: Annotated[str, typer.Option(help="Last logical date (included), YYYY-MM-DD")],
+    persons: Annotated[int, typer.Option(help="Persons to generate when no matching data exists")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Generator seed")] = 42,
+) -> None:
+    """Run the whole pipeline for every logical date from START to END, one date after the other.
+
+    Each date replaces only its own partitions, so a backfill can be rerun or resumed from any date.
+    """
+    from zerodoc.config import ConfigError, settings
+    from zerodoc.orchestration.local import apply_airflow_env
+
+    first, last = _parse_date(start, "--start"), _parse_date(end, "--end")
+    if last < first:
+        _fail(f"--end {end} is before --start {start}", f"swap them: --start {end} --end {start}")
+    days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    cfg = settings()
+    try:
+        _ = cfg.pseudonym_key
+    except ConfigError as exc:
+        _fail(str(exc), "run `make run`, which creates .env, or export ZERODOC_PSEUDONYM_KEY")
+    apply_airflow_env(cfg)
+    from zerodoc.orchestration.pipeline import run_pipeline
+
+    quiet = Console(quiet=True)
+    failed: list[str] = []
+    with Steps(len(days)) as steps:
+        for day in days:
+            ds = day.isoformat()
+            with steps.step(f"pipeline for {ds}"):
+                summary = run_pipeline(cfg, persons=persons, seed=seed, ds=ds, console=quiet)
+            if not summary.ok:
+                failed.append(ds)
+                console.print(f"[red]{ds} failed:[/red] {'; '.join(summary.problems)} (task logs: {summary.log_path})")
+    if failed:
+        _fail(f"{len(failed)} of {len(days)} dates failed: {', '.join(failed)}",
+              f"read the task logs named above, fix the cause, then `zerodoc backfill --start {failed[0]} --end {end}`"
+              " (dates that succeeded are replaced with the same result)")
+    console.print(f"backfilled {len(days)} dates, {start} … {end}")
+
+
+@app.command(rich_help_panel=SHARING)
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8000,
@@ -95,7 +203,7 @@ def serve(
     api_serve(host=host, port=port, workers=workers)
 
 
-@app.command("env")
+@app.command("env", rich_help_panel=OPERATIONS)
 def env_cmd() -> None:
     """Print the Airflow environment of the selected deployment, for `eval "$(zerodoc env)"`.
 
@@ -208,15 +316,16 @@ def _register_optional() -> None:
     from zerodoc.audit.cli import audit_verify
     from zerodoc.audit.validation_log import validation_verify
 
-    app.add_typer(consumer_app, name="consumer", help="Create, list, rotate and revoke API consumers.")
-    app.add_typer(keys_app, name="keys", help="Evidence signing keys: rotate, list.")
+    app.add_typer(consumer_app, name="consumer", help="Create, list, rotate and revoke API consumers.",
+                  rich_help_panel=SHARING)
+    app.add_typer(keys_app, name="keys", help="Evidence signing keys: rotate, list.", rich_help_panel=SHARING)
     evidence_app = typer.Typer(help="Check signed evidence answers.", no_args_is_help=True)
     evidence_app.command("verify")(evidence_verify)
-    app.add_typer(evidence_app, name="evidence")
+    app.add_typer(evidence_app, name="evidence", rich_help_panel=SHARING)
     audit_app = typer.Typer(help="Check the tamper-evident logs.", no_args_is_help=True)
     audit_app.command("verify")(audit_verify)
     audit_app.command("verify-validation")(validation_verify)
-    app.add_typer(audit_app, name="audit")
+    app.add_typer(audit_app, name="audit", rich_help_panel=OPERATIONS)
 
 
 _register_optional()
