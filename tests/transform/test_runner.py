@@ -148,7 +148,9 @@ def test_pseudonym_equals_python_hmac(built, pseudonym_key):
 def test_secret_pads_appear_in_no_dbt_artifact_or_log(built, pseudonym_key):
     cfg, _ = built
     secrets = [*hmac_pads(pseudonym_key), pseudonym_key.decode()]
-    roots = [cfg.dbt_project_dir / "target", cfg.dbt_project_dir / "logs"]
+    from zerodoc.transform.runner import log_dir, target_dir
+
+    roots = [target_dir(cfg), log_dir(cfg)]
     scanned = 0
     for root in roots:
         for path in root.rglob("*"):
@@ -158,7 +160,7 @@ def test_secret_pads_appear_in_no_dbt_artifact_or_log(built, pseudonym_key):
                 for s in secrets:
                     assert s.encode() not in data, f"pseudonym secret leaked into {path}"
     assert scanned > 0
-    compiled = cfg.dbt_project_dir / "target" / "compiled" / "zerodoc" / "models" / "staging" / "mois"
+    compiled = target_dir(cfg) / "compiled" / "zerodoc" / "models" / "staging" / "mois"
     assert "zd_pseudonym(" in (compiled / "stg_mois__residents.sql").read_text()
 
 

@@ -78,7 +78,12 @@ def _count_statuses(nodes: tuple[NodeResult, ...]) -> dict[str, int]:
 
 
 def target_dir(cfg: Settings) -> Path:
-    return cfg.dbt_project_dir / "target"
+    """dbt's target dir, per ZERODOC_HOME: never shared by two homes (a shared one once gave a torn manifest)."""
+    return cfg.home / "dbt" / "target"
+
+
+def log_dir(cfg: Settings) -> Path:
+    return cfg.home / "dbt" / "logs"
 
 
 @contextmanager
@@ -116,6 +121,7 @@ def run_dbt(args: list[str], ds: str, cfg: Settings | None = None) -> RunSummary
         "--project-dir", str(project),
         "--profiles-dir", str(project),
         "--target-path", str(target_dir(cfg)),
+        "--log-path", str(log_dir(cfg)),
         "--vars", json.dumps({"ds": ds}),
     ]  # fmt: skip
     with _DBT_LOCK, _env(ZERODOC_WAREHOUSE=str(cfg.warehouse_path), ZERODOC_HOME=str(cfg.home)):
