@@ -1,0 +1,181 @@
+"""dbt benchmarks: a daily incremental run after a 1 % change vs a full build, and dbt through Airflow vs plain dbt.
+
+Both compare runs made here, now, on the same validated data (bench/run.py section "dbt"):
+* `dbt.incremental_1pct_vs_full_ratio`: day 2 = day 1 with 1 % of every entity's rows changed
+  (updated_at bumped, as the agency does on a change); `dbt build` of day 2 on the warehouse left
+  by day 1, vs `dbt build --full-refresh` of day 2.
+* `orchestration.airflow_dbt_vs_plain_dbt_ratio`: the pipeline's dbt part as the pipeline runs it
+  (a fresh process parses dags/ and runs publish_shared's `resolve_ds → dbt_build` with dag.test();
+  the task runs dbt in-process, records lineage and generates dbt docs) vs a plain `dbt build` CLI
+  process; each starts from an empty warehouse, so both do the same from-scratch build.
+Every dbt invocation here is its own process, timed wall-clock including start-up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CHANGED_PERCENT = 1
+
+AIRFLOW_DBT_CODE = """
+import datetime as dt, json, sys
+from zerodoc.config import settings
+from zerodoc.orchestration.local import apply_airflow_env
+apply_airflow_env(settings())
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+assert not bag.import_errors, bag.import_errors
+dag = bag.dags["publish_shared"].partial_subset(task_ids=["dbt_build"], include_upstream=True)
+assert sorted(dag.task_dict) == ["dbt_build", "resolve_ds"], sorted(dag.task_dict)
+ds = sys.argv[2]
+dr = dag.test(logical_date=dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC), run_conf={"ds": ds})
+bad = [ti.task_id for ti in dr.get_task_instances() if ti.state != "success"]
+assert not bad and str(dr.state) == "success", (dr.state, bad)
+took = {ti.task_id: (ti.end_date - ti.start_date).total_seconds() for ti in dr.get_task_instances()}
+print("@@TASKS@@" + json.dumps(took), flush=True)
+"""
+
+Measure = Callable[[list[str], dict[str, str], Path], tuple[float, float, int]]
+
+
+def _changed_partition(src: Path, dest: Path, key: str) -> int:
+    """Write day 2 of one entity: day 1 with updated_at bumped on 1 % of rows (by key hash). Returns rows changed."""
+    import duckdb
+
+    dest.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    try:
+        glob = str(src / "*.parquet").replace("'", "''")
+        out = str(dest / "part-0.parquet").replace("'", "''")
+        hit = f"hash({key}) % 100 < {CHANGED_PERCENT}"
+        con.execute(
+            f"copy (select * replace (case when {hit} then updated_at + interval 1 day else updated_at end"
+            f" as updated_at) from read_parquet('{glob}')) to '{out}' (format parquet)"
+        )
+        return int(con.execute(f"select count(*) from read_parquet('{glob}') where {hit}").fetchone()[0])
+    finally:
+        con.close()
+
+
+def prepare_home(big: Path, home: Path, day1: str, day2: str) -> dict[str, int]:
+    """A home of its own whose validated zone is `big`'s day 1 (linked) and a 1 %-changed day 2."""
+    from zerodoc.catalog import agencies
+
+    if home.exists():
+        shutil.rmtree(home)
+    changed: dict[str, int] = {}
+    for agency in agencies().values():
+        for ent in agency.entities.values():
+            src = big / "validated" / agency.code / ent.name / f"ds={day1}"
+            if not src.is_dir():
+                continue
+            base = home / "validated" / agency.code / ent.name
+            base.mkdir(parents=True, exist_ok=True)
+            (base / f"ds={day1}").symlink_to(src, target_is_directory=True)
+            if "updated_at" in ent.columns:
+                changed[ent.qualified] = _changed_partition(src, base / f"ds={day2}", ent.key)
+            else:
+                (base / f"ds={day2}").symlink_to(src, target_is_directory=True)
+    if "mois.residents" not in changed:
+        raise RuntimeError(f"no validated MOIS residents for {day1} under {big}: run the pipeline first")
+    return changed
+
+
+def _warehouse(home: Path) -> Path:
+    from zerodoc.config import Settings
+
+    return Settings(home=home).warehouse_path
+
+
+def _drop_warehouse(home: Path) -> None:
+    wh = _warehouse(home)
+    for p in (wh, wh.with_name(wh.name + ".wal")):
+        p.unlink(missing_ok=True)
+
+
+def run_dbt_bench(big: Path, persons: int, day1: str, env_for: Callable[[Path], dict[str, str]],
+                  measure: Measure, metric: Callable[..., dict], log: Callable[[str], None],
+                  prepare_airflow: Callable[[Path], None], reps: int = 2) -> list[dict]:
+    day2 = (dt.date.fromisoformat(day1) + dt.timedelta(days=1)).isoformat()
+    home = big / "dbt-bench"
+    changed = prepare_home(big, home, day1, day2)
+    log(f"dbt bench home {home}: day 2 changes {json.dumps(changed)}")
+    prepare_airflow(home)
+    env = env_for(home)
+    env["ZERODOC_WAREHOUSE"] = str(_warehouse(home))
+    project = REPO / "dbt_project"
+    logs = home / "logs"
+
+    def plain(ds: str, *extra: str, tag: str) -> float:
+        cmd = [str(BIN / "dbt"), "build", *extra, "--project-dir", str(project), "--profiles-dir", str(project),
+               "--target-path", str(home / "dbt" / "plain-target"), "--log-path", str(home / "dbt" / "plain-logs"),
+               "--vars", json.dumps({"ds": ds})]
+        secs, _, rc = measure(cmd, env, logs / f"dbt-{tag}.log")
+        if rc:
+            raise RuntimeError(f"plain dbt build failed (rc={rc}); see {logs / f'dbt-{tag}.log'}")
+        log(f"plain dbt build {' '.join(extra)} ds={ds}: {secs:.1f}s")
+        return secs
+
+    def through_airflow(ds: str, tag: str) -> float:
+        cmd = [sys.executable, "-c", AIRFLOW_DBT_CODE, str(REPO / "dags"), ds]
+        secs, _, rc = measure(cmd, env, logs / f"dbt-{tag}.log")
+        if rc:
+            raise RuntimeError(f"dbt through Airflow failed (rc={rc}); see {logs / f'dbt-{tag}.log'}")
+        marker = [x for x in (logs / f"dbt-{tag}.log").read_text(errors="replace").splitlines()
+                  if x.startswith("@@TASKS@@")]
+        task_s.append(json.loads(marker[-1][len("@@TASKS@@"):])["dbt_build"] if marker else float("nan"))
+        log(f"dbt through Airflow ds={ds}: {secs:.1f}s (dbt_build task {task_s[-1]:.1f}s)")
+        return secs
+
+    # Orchestration: alternate plain and Airflow, each from an empty warehouse (same work each time).
+    plain_s, airflow_s, task_s = [], [], []
+    for i in range(reps):
+        _drop_warehouse(home)
+        airflow_s.append(through_airflow(day1, f"airflow-{i}"))
+        _drop_warehouse(home)
+        plain_s.append(plain(day1, tag=f"plain-{i}"))
+    # The warehouse now holds day 1 as a daily run leaves it: snapshot it for each incremental rep.
+    wh = _warehouse(home)
+    snapshot = wh.with_name("day1-snapshot.duckdb")
+    shutil.copyfile(wh, snapshot)
+
+    inc_s, full_s = [], []
+    for i in range(reps):
+        shutil.copyfile(snapshot, wh)
+        inc_s.append(plain(day2, tag=f"incremental-{i}"))
+        shutil.copyfile(snapshot, wh)
+        full_s.append(plain(day2, "--full-refresh", tag=f"full-{i}"))
+    snapshot.unlink()
+
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs)
+
+    inc_ratios = [a / b for a, b in zip(inc_s, full_s, strict=True)]
+    orch_ratios = [a / b for a, b in zip(airflow_s, plain_s, strict=True)]
+    out = [
+        metric("dbt.full_build_seconds", mean(full_s), "s", None, persons),
+        metric("dbt.incremental_1pct_seconds", mean(inc_s), "s", mean(full_s), persons),
+        metric("dbt.incremental_1pct_vs_full_ratio", mean(inc_s) / mean(full_s), "x", 1.0, persons, target=0.10),
+        metric("orchestration.plain_dbt_build_seconds", mean(plain_s), "s", None, persons),
+        metric("orchestration.airflow_dbt_seconds", mean(airflow_s), "s", mean(plain_s), persons),
+        metric("orchestration.airflow_dbt_build_task_seconds", mean(task_s), "s", mean(plain_s), persons),
+        metric("orchestration.airflow_dbt_vs_plain_dbt_ratio", mean(airflow_s) / mean(plain_s), "x", 1.0, persons,
+               target=1.3),
+    ]
+    out[2]["runs"] = {"incremental_s": inc_s, "full_s": full_s, "ratios": [round(r, 4) for r in inc_ratios],
+                      "changed_rows": changed}
+    out[6]["runs"] = {"airflow_s": airflow_s, "plain_s": plain_s, "dbt_build_task_s": task_s,
+                      "ratios": [round(r, 4) for r in orch_ratios]}
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover - run through bench/run.py --sections dbt
+    print("run `python bench/run.py --sections dbt`", file=sys.stderr)
+    sys.exit(2)
