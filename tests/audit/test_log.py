@@ -135,7 +135,7 @@ def test_concurrent_processes_extend_one_chain(tmp_path):
     assert result.records == 200
 
 
-def test_cli_exit_codes_and_messages(tmp_path):
+def test_cli_exit_codes_and_messages(tmp_path, zerodoc_home):
     import typer
 
     app = typer.Typer()

@@ -1,4 +1,4 @@
-"""`zerodoc audit verify`: check the evidence audit log's hash chain."""
+"""`zerodoc audit verify`: check both tamper-evident logs, the evidence audit log and the validation log."""
 
 from __future__ import annotations
 
@@ -15,15 +15,53 @@ def default_log_path() -> Path:
     return settings().state_dir / "audit" / "evidence.log"
 
 
+def default_validation_log_path() -> Path:
+    from zerodoc.audit.validation_log import log_path
+
+    return log_path(settings().reports_dir)
+
+
+def _check_evidence(path: Path | None) -> tuple[bool, str]:
+    log = path or default_log_path()
+    if path is None and not log.exists():
+        # A fresh home that has served no evidence yet; a log named on the command line must exist.
+        return True, f"evidence log   {log}: no records yet (no evidence served)"
+    result = verify_chain(log)
+    if not result.ok:
+        return False, f"evidence log   {log}: BROKEN: {result.message}"
+    return True, f"evidence log   {log}: OK: {result.message}; head hash {result.head_hash}"
+
+
+def _check_validation(path: Path | None) -> tuple[bool, str]:
+    from zerodoc.audit.validation_log import verify_validation_log
+
+    log = path or default_validation_log_path()
+    if path is None and not log.exists() and not any((log.parent / "validation").glob("*/summary.json")):
+        return True, f"validation log {log}: no records yet (no validation runs)"
+    # Without a log but with run reports this reports the log as missing, as it should.
+    result = verify_validation_log(log)
+    if not result.ok:
+        return False, f"validation log {log}: BROKEN: {result.message}"
+    return True, f"validation log {log}: OK: {result.message}; head hash {result.head_hash}"
+
+
 def audit_verify(
     path: Annotated[
         Path | None,
-        typer.Argument(help="Audit log to check (default: $ZERODOC_HOME/state/audit/evidence.log)."),
+        typer.Argument(help="Evidence audit log to check (default: $ZERODOC_HOME/state/audit/evidence.log)."),
+    ] = None,
+    validation_log: Annotated[
+        Path | None,
+        typer.Option(
+            "--validation-log",
+            help="Validation log to check (default: $ZERODOC_HOME/reports/validation-log.jsonl).",
+        ),
     ] = None,
 ) -> None:
-    """Verify the audit log's hash chain; exit 1 naming the first bad record if it is broken."""
-    result = verify_chain(path or default_log_path())
-    if not result.ok:
-        typer.echo(f"BROKEN: {result.message}", err=True)
+    """Verify both hash chains (evidence served, validation runs); one line per log, exit 1 if either is broken."""
+    broken = False
+    for ok, line in (_check_evidence(path), _check_validation(validation_log)):
+        typer.echo(line, err=not ok)
+        broken = broken or not ok
+    if broken:
         raise typer.Exit(code=1)
-    typer.echo(f"OK: {result.message}; head hash {result.head_hash}")
