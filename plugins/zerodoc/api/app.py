@@ -359,8 +359,8 @@ class EvidenceService:
         return outcome.response
 
     def inline_ready(self) -> bool:
-        """Every index has its first snapshot: a request cannot trigger a blocking load."""
-        return all(index.serving_version is not None for index in self.indexes.values())
+        """No index has a first load to do, so no request can block on one (unpublished ones answer 503)."""
+        return all(index.serving_version is not None or not index.pointer.exists() for index in self.indexes.values())
 
     # ---- evidence --------------------------------------------------------------------------
     def _authorise(
@@ -692,7 +692,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        service.warm()
+        await run_in_threadpool(service.warm)  # off the loop: a first load blocks on purpose here
         yield
 
     app = FastAPI(

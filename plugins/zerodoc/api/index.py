@@ -25,6 +25,7 @@ version (publish or rollback), that version is loaded in the background and swap
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -111,6 +112,14 @@ def _getter(col: pa.Array):
             return lambda i: data[i].item()
         return lambda i: data[i].item() if valid[i] else None
     return lambda i: _jsonable(col[i].as_py())
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _position(keys: np.ndarray, pseudonym: str) -> int | None:
@@ -324,6 +333,15 @@ class DatasetIndex:
             if snap is not None and snap.version == version.version:
                 self._stamp = stamp
                 return snap
+            if snap is None and _on_event_loop():
+                # Published after the loop's readiness check: never stall every request of this
+                # worker on a first load; load it aside and say so until it is in.
+                if self._loading != stamp:
+                    self._loading = stamp
+                    threading.Thread(
+                        target=self._load_in_background, args=(version, stamp), name=f"load-{self.dataset}", daemon=True
+                    ).start()
+                raise DatasetUnavailable(f"dataset {self.dataset} version {version.version} is loading")
             if snap is None:
                 try:
                     self._snapshot = self._load(version)
