@@ -281,35 +281,9 @@ def generate_agencies(persons: int, seed: int, out_dir: Path, rrn: np.ndarray, a
         tbl.num_rows, plan, dup="duplicate_keys", unchecked=("brn_bad_check_digit",))
 
     # ---- MOEL employment-insurance enrolments (CSV drop, CP949 legacy + UTF-8) -----------------
-    rng = np.random.default_rng([seed, 3])
-    n = max(persons // 4, 50)
-    plan = {"wage_thousands_separator": _k(n, 1000), "invalid_rrn": _k(n, 1000),
-            "impossible_acquired_date": _k(n, 1000), "duplicate_keys": _k(n, 1000)}
-    flags = {"formula_text": _k(n, 2000)}
-    acquired = _dates(rng, n, "2000-01-01", "2026-10-01")
-    lost = acquired + rng.integers(30, 4000, n).astype("timedelta64[D]")
-    has_lost = (rng.random(n) < 0.3) & (lost < np.datetime64("2026-10-01"))
-    cols = {
-        "enrolment_id": np.arange(1, n + 1, dtype=np.int64),
-        "rrn": adults[rng.integers(0, len(adults), n)].astype(object),
-        "employer_brn": brns(rng, n),
-        "workplace_name": _hangul_names(rng, n) + " " + _choice(rng, TRADE_WORDS, n),
-        "acquired_date": _ymd(acquired),
-        "lost_date": pa.array(_ymd(lost), mask=~has_lost),
-        "monthly_wage": (rng.lognormal(np.log(3_000_000), 0.45, n) // 1000 * 1000).astype(np.int64),
-    }
-    d = _disjoint(rng, n, {**plan, **flags})
-    for i in d["invalid_rrn"]:
-        cols["rrn"][i] = cols["rrn"][i][:2] + "13" + cols["rrn"][i][4:]
-    for i in d["impossible_acquired_date"]:
-        cols["acquired_date"][i] = cols["acquired_date"][i][:4] + "0230"
-    tbl = _with_updated(cols, rng, n)
-    line_defects = {int(i): "thousands:monthly_wage" for i in d["wage_thousands_separator"]}
-    tbl = _dup(tbl, d["duplicate_keys"])
-    lines = _csv_lines(tbl, line_defects, {int(i): "workplace_name" for i in d["formula_text"]})
-    _write_drop(lines, drop / "moel" / "employment_insurance" / DELIVERY_DATE,
-                [("EI_ACQ_20261101_01.csv", "cp949", False), ("EI_ACQ_20261101_02.csv", "cp949", False)])
-    expected["moel.employment_insurance"] = _counts(tbl.num_rows, plan, dup="duplicate_keys", flagged=flags)
+    expected["moel.employment_insurance"] = employment_insurance_delivery(
+        np.random.default_rng([seed, 3]), max(persons // 4, 50), adults,
+        drop / "moel" / "employment_insurance" / DELIVERY_DATE)
 
     # ---- MOEL unemployment benefits (CSV drop, UTF-8 with and without BOM) ----------------------
     rng = np.random.default_rng([seed, 4])
@@ -439,6 +413,37 @@ def generate_agencies(persons: int, seed: int, out_dir: Path, rrn: np.ndarray, a
     _write_parquet(tbl, out_dir / "fsc" / "youth_leap_accounts.parquet")
     expected["fsc.youth_leap_accounts"] = _counts(tbl.num_rows, plan, dup="duplicate_keys")
     return expected
+
+
+def employment_insurance_delivery(rng: np.random.Generator, n: int, adults: np.ndarray, folder: Path,
+                                  files: int = 2) -> dict:
+    """MOEL employment-insurance enrolments as a CP949 drop delivery of `n` rows over `files` files."""
+    plan = {"wage_thousands_separator": _k(n, 1000), "invalid_rrn": _k(n, 1000),
+            "impossible_acquired_date": _k(n, 1000), "duplicate_keys": _k(n, 1000)}
+    flags = {"formula_text": _k(n, 2000)}
+    acquired = _dates(rng, n, "2000-01-01", "2026-10-01")
+    lost = acquired + rng.integers(30, 4000, n).astype("timedelta64[D]")
+    has_lost = (rng.random(n) < 0.3) & (lost < np.datetime64("2026-10-01"))
+    cols = {
+        "enrolment_id": np.arange(1, n + 1, dtype=np.int64),
+        "rrn": adults[rng.integers(0, len(adults), n)].astype(object),
+        "employer_brn": brns(rng, n),
+        "workplace_name": _hangul_names(rng, n) + " " + _choice(rng, TRADE_WORDS, n),
+        "acquired_date": _ymd(acquired),
+        "lost_date": pa.array(_ymd(lost), mask=~has_lost),
+        "monthly_wage": (rng.lognormal(np.log(3_000_000), 0.45, n) // 1000 * 1000).astype(np.int64),
+    }
+    d = _disjoint(rng, n, {**plan, **flags})
+    for i in d["invalid_rrn"]:
+        cols["rrn"][i] = cols["rrn"][i][:2] + "13" + cols["rrn"][i][4:]
+    for i in d["impossible_acquired_date"]:
+        cols["acquired_date"][i] = cols["acquired_date"][i][:4] + "0230"
+    tbl = _with_updated(cols, rng, n)
+    line_defects = {int(i): "thousands:monthly_wage" for i in d["wage_thousands_separator"]}
+    tbl = _dup(tbl, d["duplicate_keys"])
+    lines = _csv_lines(tbl, line_defects, {int(i): "workplace_name" for i in d["formula_text"]})
+    _write_drop(lines, folder, [(f"EI_ACQ_20261101_{k + 1:02d}.csv", "cp949", False) for k in range(files)])
+    return _counts(tbl.num_rows, plan, dup="duplicate_keys", flagged=flags)
 
 
 def _write_records(lines: list[str], path: Path) -> None:
