@@ -31,4 +31,5 @@ def test_kill9_mid_stage_never_tears_or_changes_the_published_output(tmp_path: P
     # The reader really watched CURRENT switch between the two dates' versions.
     assert report["reads"] > 100 and all(len(v) == 2 for v in report["versions_seen"].values()), report
     assert report["faults.torn_reads"] == 0, report["torn_examples"]
+    assert report["log_problems"] == []  # validation log chain, lineage events, publish history
     assert report["faults.output_mismatches"] == 0, [t for t in report["trial_log"] if not t["matches"]]

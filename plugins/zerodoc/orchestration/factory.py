@@ -16,7 +16,8 @@ START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": dt.timedelta(seconds=30),
-    "retry_exponential_backoff": True,
+    # A multiplier since Airflow 3.x: True is 1.0, i.e. a constant delay. 2.0: 30 s, then 60 s.
+    "retry_exponential_backoff": 2.0,
     "on_failure_callback": on_failure_callback,
 }
 

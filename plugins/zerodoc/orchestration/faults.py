@@ -17,12 +17,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -189,6 +192,10 @@ class WorkerPool:
             self.close()
             raise RuntimeError(f"worker pool did not start (said {line!r}); see {log}")
 
+    def tail(self, lines: int = 30) -> str:
+        text = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        return "\n".join(text[-lines:])
+
     def _expect(self, word: str) -> list[str]:
         line = self.proc.stdout.readline().decode().split()
         if not line or line[0] != word:
@@ -212,7 +219,7 @@ class WorkerPool:
         pid = self.start(stage, ds)
         code = self.wait(pid)
         if code != 0:
-            raise RuntimeError(f"stage {stage} for {ds} failed (exit {code}); see {self.log}")
+            raise RuntimeError(f"stage {stage} for {ds} failed (exit {code}); {self.log} ends:\n{self.tail()}")
         return time.perf_counter() - t0
 
     def kill_after(self, stage: str, ds: str, delay: float) -> bool:
@@ -232,7 +239,8 @@ class WorkerPool:
             pass
         code = self.wait(pid)
         if code not in (0, -signal.SIGKILL):
-            raise RuntimeError(f"stage {stage} for {ds} failed on its own (exit {code}); see {self.log}")
+            raise RuntimeError(f"stage {stage} for {ds} failed on its own (exit {code}); {self.log} ends:\n"
+                               f"{self.tail()}")
         return code == -signal.SIGKILL
 
     def __enter__(self) -> WorkerPool:
@@ -262,6 +270,27 @@ def published_content(home: Path) -> dict[str, str]:
     return out
 
 
+def log_problems(home: Path) -> list[str]:
+    """Append-only files others read, after a run completed: every line whole, chains intact."""
+    from zerodoc.audit.validation_log import log_path, verify_validation_log
+
+    problems = []
+    vlog = verify_validation_log(log_path(home / "reports"), home / "reports")
+    if not vlog.ok:
+        problems.append(f"validation log: {vlog.message}")
+    for path in [home / "lineage" / "events.jsonl", *sorted((home / "published").glob("*/HISTORY.jsonl"))]:
+        if not path.exists():
+            continue
+        for lineno, line in enumerate(path.read_bytes().splitlines(keepends=True), start=1):
+            try:
+                json.loads(line)
+                if not line.endswith(b"\n"):
+                    raise ValueError("no newline")
+            except ValueError as exc:
+                problems.append(f"{path.relative_to(home)} line {lineno}: torn ({exc})")
+    return problems
+
+
 def content_hash(content: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
@@ -286,6 +315,7 @@ class FaultReport:
     torn_reads: int = 0
     reads: int = 0
     output_mismatches: int = 0
+    log_problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     reference: dict[str, str] = field(default_factory=dict)
@@ -381,6 +411,7 @@ def run_fault_trials(n: int, seed: int, home: Path | str, persons: int = 2000,
                     durations[stage].append(recent[stage])
                 got = content_hash(published_content(home))
                 matches = got == report.reference[ds]
+                report.log_problems += [f"run {run_no}: {p}" for p in log_problems(home)]
                 report.runs += 1
                 report.output_mismatches += not matches
                 report.run_log.append({"run": run_no, "ds": ds, "kills": kills, "content_hash": got,
@@ -399,6 +430,59 @@ def run_fault_trials(n: int, seed: int, home: Path | str, persons: int = 2000,
         f"{report.reads} reads, {report.torn_reads} torn, {report.output_mismatches} mismatching runs, "
         f"{report.seconds}s")
     return asdict(report) | report.as_metrics()
+
+
+# ---- a source outage ------------------------------------------------------------------------------
+
+
+def airflow_retry_delays(task) -> list[float]:  # noqa: ANN001 - an Airflow operator
+    """The least wait before each retry of `task`, as Airflow 3.3's `next_retry_datetime` computes it
+    (it then adds a per-try jitter of up to the same again)."""
+    base = task.retry_delay.total_seconds()
+    mult = task.retry_exponential_backoff
+    if mult in (0, 1):
+        return [base] * task.retries
+    return [max(1.0, math.ceil(base * mult ** (t - 1))) for t in range(1, task.retries + 1)]
+
+
+@dataclass
+class Attempt:
+    started: float
+    error: str | None
+
+
+def run_with_retries(call, delays: list[float], scale: float = 1.0) -> tuple[object, list[Attempt]]:  # noqa: ANN001
+    """Call until it succeeds or the retries run out, waiting `delays` (times `scale`) between tries,
+    as the scheduler does with an up_for_retry task. Raises the last error, attempts attached."""
+    attempts: list[Attempt] = []
+    for i in range(len(delays) + 1):
+        attempts.append(Attempt(time.monotonic(), None))
+        try:
+            return call(), attempts
+        except Exception as exc:
+            attempts[-1].error = f"{type(exc).__name__}: {exc}"
+            if i == len(delays):
+                exc.attempts = attempts  # type: ignore[attr-defined]
+                raise
+            time.sleep(delays[i] * scale)
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def database_outage(admin_uri: str, database: str) -> Iterator[None]:
+    """The source database goes away for everyone (its open sessions cut, new ones refused) and comes
+    back on exit. Only this database: the shared server keeps serving everybody else."""
+    import psycopg
+
+    with psycopg.connect(admin_uri, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
+    try:
+        yield
+    finally:
+        with psycopg.connect(admin_uri, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
 
 
 def main(argv: list[str]) -> None:
