@@ -23,7 +23,9 @@ Parquet writer, not GX. For the narrower reading of the issue (GX's validation a
 aggregate query computing the same unexpected counts) the run also reports
 `validate.gx_checkpoint_vs_count_query_ratio`: the `gx` phase of `validate_partition` (checkpoint
 with Data Docs) vs one `SELECT count_if(<predicate>), ... FROM batch` timed in the raw process.
-Both sides' counts must agree check by check (and passed/quarantined too), or the run fails.
+Both sides' counts must agree check by check (and passed/quarantined too), or the run fails. The
+sides alternate (raw, GX, raw, GX; `--repeats`, default 2) and each side's fastest run counts;
+every run's figures are kept under `runs` in the two ratio metrics.
 Outputs go to `<home>/validate-bench/`. Metrics: {"name", "value", "unit", "baseline", "ratio",
 "scale", "target", "meets_target"}.
 """
@@ -146,7 +148,10 @@ def _child(mode: str, raw: Path, ds: str, work_home: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, mode, str(raw), SUITE, ds, str(out)],
-        capture_output=True, text=True, env=env, cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
     )
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{proc.stderr[-4000:]}")
@@ -163,29 +168,55 @@ def _warm(path: Path) -> None:
             pass
 
 
-def run_validate_bench(persons: int, home: Path) -> list[dict]:
+def run_validate_bench(persons: int, home: Path, repeats: int = 2) -> list[dict]:
+    """Alternate raw side and GX side `repeats` times; each side's figure is its fastest run.
+
+    On a shared machine a burst of someone else's load can hit one side and not the other; the best
+    of alternating runs is the least disturbed figure of each side, treated alike for both.
+    """
     home = Path(home)
     raw, ds = find_raw_partition(home)
     work = home / "validate-bench"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     _warm(raw)
-    base = _child("baseline", raw, ds, work)
-    run = _child("validate", raw, ds, work)
-    if not (run["counts"] == base["counts"] == base["count_only"]):
-        raise SystemExit(
-            f"validate_partition and the baseline disagree: {run['counts']} vs {base['counts']} / {base['count_only']}"
-        )
-    if (run["passed"], run["quarantined"]) != (base["passed"], base["quarantined"]):
-        raise SystemExit(f"zones differ: validate {run['passed']}/{run['quarantined']} vs "
-                         f"baseline {base['passed']}/{base['quarantined']}")
-    gx = run["timings"]["gx"]
+    bases, runs = [], []
+    for _ in range(repeats):
+        base = _child("baseline", raw, ds, work)
+        run = _child("validate", raw, ds, work)
+        if not (run["counts"] == base["counts"] == base["count_only"]):
+            raise SystemExit(
+                f"validate_partition and the baseline disagree: {run['counts']} vs "
+                f"{base['counts']} / {base['count_only']}"
+            )
+        if (run["passed"], run["quarantined"]) != (base["passed"], base["quarantined"]):
+            raise SystemExit(
+                f"zones differ: validate {run['passed']}/{run['quarantined']} vs "
+                f"baseline {base['passed']}/{base['quarantined']}"
+            )
+        bases.append(base)
+        runs.append(run)
+    run = min(runs, key=lambda r: r["seconds"])
+    base = min(bases, key=lambda b: b["seconds"])
+    gx = min(r["timings"]["gx"] for r in runs)
+    count_seconds = min(b["count_seconds"] for b in bases)
+    ratio = metric("validate.gx_vs_raw_sql_ratio", run["seconds"] / base["seconds"], "x", 1.0, persons, target=2.0)
+    ratio["runs"] = [
+        {"gx_side_s": round(r["seconds"], 2), "raw_side_s": round(b["seconds"], 2)}
+        for r, b in zip(runs, bases, strict=True)
+    ]
+    checkpoint = metric(
+        "validate.gx_checkpoint_vs_count_query_ratio", gx / count_seconds, "x", 1.0, persons, target=2.0
+    )
+    checkpoint["runs"] = [
+        {"gx_checkpoint_s": round(r["timings"]["gx"], 2), "count_query_s": round(b["count_seconds"], 2)}
+        for r, b in zip(runs, bases, strict=True)
+    ]
     return [
         metric("validate.seconds", run["seconds"], "s", base["seconds"], persons),
-        metric("validate.gx_vs_raw_sql_ratio", run["seconds"] / base["seconds"], "x", 1.0, persons, target=2.0),
-        metric("validate.gx_checkpoint_seconds", gx, "s", base["count_seconds"], persons),
-        metric("validate.gx_checkpoint_vs_count_query_ratio", gx / base["count_seconds"], "x", 1.0, persons,
-               target=2.0),
+        ratio,
+        metric("validate.gx_checkpoint_seconds", gx, "s", count_seconds, persons),
+        checkpoint,
         metric("validate.row_pass_seconds", run["timings"]["row_pass"], "s", None, persons),
         metric("validate.zones_seconds", run["timings"]["zones"], "s", None, persons),
         metric(
@@ -196,7 +227,14 @@ def run_validate_bench(persons: int, home: Path) -> list[dict]:
             persons,
             higher_is_better=True,
         ),
-        metric("validate.peak_rss_mb", run["peak_rss_mb"], "MB", base["peak_rss_mb"], persons, target=4000),
+        metric(
+            "validate.peak_rss_mb",
+            max(r["peak_rss_mb"] for r in runs),
+            "MB",
+            max(b["peak_rss_mb"] for b in bases),
+            persons,
+            target=4000,
+        ),
     ]
 
 
@@ -205,8 +243,11 @@ def main() -> None:
     ap.add_argument("--persons", type=int, default=10_000_000)
     ap.add_argument("--home", type=Path, default=None, help="bench home holding raw/ (default /tmp/benchhome/p<N>)")
     ap.add_argument("--out", type=Path, default=None, help="also write the metrics as JSON here")
+    ap.add_argument("--repeats", type=int, default=2, help="alternating runs per side; the fastest of each counts")
     args = ap.parse_args()
-    results = run_validate_bench(args.persons, args.home or Path(f"/tmp/benchhome/p{args.persons}"))
+    results = run_validate_bench(
+        args.persons, args.home or Path(f"/tmp/benchhome/p{args.persons}"), repeats=args.repeats
+    )
     for r in results:
         ok = {True: "yes", False: "NO", None: "-"}[r["meets_target"]]
         print(

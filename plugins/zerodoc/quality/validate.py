@@ -267,30 +267,42 @@ class _Scratch:
         Read with pyarrow in file order rather than through a DuckDB join: DuckDB's parallel scan
         (with insertion order off, as the scratch runs) would emit rows in thread-scheduling order,
         and the validated file must be byte-identical when the same partition is validated again.
+        One thread reads and filters the next raw row group while this one encodes and compresses.
         """
+        from concurrent.futures import ThreadPoolExecutor
+
         source = pq.ParquetFile(self.raw_path)
-        offset = 0
-        pending: list[pa.RecordBatch] = []
+        starts = np.cumsum([0] + [source.metadata.row_group(i).num_rows for i in range(source.num_row_groups)])
+
+        def kept(i: int) -> pa.Table:
+            table = source.read_row_group(i)
+            lo, hi = np.searchsorted(dropped, [starts[i], starts[i + 1]])
+            if hi > lo:
+                keep = np.ones(table.num_rows, dtype=bool)
+                keep[dropped[lo:hi] - starts[i]] = False
+                table = table.filter(pa.array(keep))
+            return table
+
+        pending: list[pa.Table] = []
         pending_rows = 0
-        with pq.ParquetWriter(path, self.raw_schema, compression="zstd") as writer:
-            for batch in source.iter_batches(batch_size=ROW_GROUP_SIZE):
-                n = batch.num_rows
-                lo, hi = np.searchsorted(dropped, [offset, offset + n])
-                if hi > lo:
-                    keep = np.ones(n, dtype=bool)
-                    keep[dropped[lo:hi] - offset] = False
-                    batch = batch.filter(pa.array(keep))
-                offset += n
-                pending.append(batch)
-                pending_rows += batch.num_rows
+        with (
+            ThreadPoolExecutor(max_workers=1) as reader,
+            pq.ParquetWriter(path, self.raw_schema, compression="zstd") as writer,
+        ):
+            ahead = reader.submit(kept, 0) if source.num_row_groups else None
+            for i in range(source.num_row_groups):
+                table = ahead.result()
+                ahead = reader.submit(kept, i + 1) if i + 1 < source.num_row_groups else None
+                pending.append(table)
+                pending_rows += table.num_rows
                 if pending_rows >= ROW_GROUP_SIZE:
-                    table = pa.Table.from_batches(pending, self.raw_schema)
+                    table = pa.concat_tables(pending)
                     full = (pending_rows // ROW_GROUP_SIZE) * ROW_GROUP_SIZE
                     writer.write_table(table.slice(0, full), row_group_size=ROW_GROUP_SIZE)
-                    pending = table.slice(full).combine_chunks().to_batches()
+                    pending = [table.slice(full)]
                     pending_rows -= full
             if pending_rows:
-                writer.write_table(pa.Table.from_batches(pending, self.raw_schema), row_group_size=ROW_GROUP_SIZE)
+                writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_SIZE)
 
     @staticmethod
     def count_parquet(path: Path) -> int:
@@ -304,12 +316,8 @@ class _Scratch:
         started = time.perf_counter()
         preds = [unexpected_predicate(c) for c in suite.checks]
         flags = ", ".join(f"coalesce({p}, false) AS _c{i}" for i, p in enumerate(preds))
-        reasons = ", ".join(
-            f"CASE WHEN _c{i} THEN {_reason_struct(c)} END" for i, c in enumerate(suite.checks)
-        )
-        fail_any = (
-            " OR ".join(f"_c{i}" for i, c in enumerate(suite.checks) if c.severity == "fail") or "false"
-        )
+        reasons = ", ".join(f"CASE WHEN _c{i} THEN {_reason_struct(c)} END" for i, c in enumerate(suite.checks))
+        fail_any = " OR ".join(f"_c{i}" for i, c in enumerate(suite.checks) if c.severity == "fail") or "false"
         raw_cols = ", ".join(sql_ident(c) for c in self.raw_columns)
         # One scan decides each row's fate: only rows failing something are kept here (a few percent),
         # whole, so the quarantine file is written from this table without scanning the raw file again.
@@ -355,9 +363,11 @@ class _Scratch:
         started = time.perf_counter()
         # Both zones are staged and counted before either is committed: accounting guards the commit.
         with staged_dir(validated_dir) as v_out, staged_dir(quarantine_dir) as q_out:
-            dropped = con.execute(
-                "SELECT _row FROM verdict WHERE _quarantined ORDER BY _row"
-            ).fetchnumpy()["_row"].astype(np.int64)
+            dropped = (
+                con.execute("SELECT _row FROM verdict WHERE _quarantined ORDER BY _row")
+                .fetchnumpy()["_row"]
+                .astype(np.int64)
+            )
             self._write_passed(dropped, v_out / "part-0.parquet")
             self._write(
                 f"SELECT {raw_cols}, _reasons FROM verdict WHERE _quarantined ORDER BY _row",
