@@ -59,39 +59,165 @@ class FileStats:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
+ENCODING_BLOCK = 8 * MAX_LINE_BYTES  # a multiple of the line limit: oversized lines split where readline would
+
+
+class _EncodingScan:
+    """The per-line encoding rule of `detect_encoding`, applied to multi-MiB blocks of whole lines.
+
+    Rule, per physical line (as `readline(MAX_LINE_BYTES)` cuts them): ASCII lines say nothing; a
+    line that decodes as UTF-8 counts as UTF-8 text if it holds Hangul (short CP949 runs can be
+    valid UTF-8 by accident, but they decode to Latin letters, never to Hangul); any other line is
+    "not UTF-8" and must decode as CP949 for the file to be CP949.
+
+    A block takes two C-speed decodes instead of one per line: if it decodes as UTF-8 every line
+    does; if it decodes as CP949 every line does, and only the few lines holding a UTF-8 Hangul byte
+    pattern need a look of their own. A block that fails both (or holds an oversized line, or ends
+    inside a character at EOF) is read line by line, so the bad line is still found exactly.
+    """
+
+    def __init__(self) -> None:
+        self.bom = False
+        self.utf8_text = False
+        self.not_utf8 = False
+        self.not_cp949 = False
+
+    def result(self) -> str:
+        if not self.not_utf8:
+            return "utf-8-sig" if self.bom else "utf-8"
+        if not self.utf8_text and not self.bom and not self.not_cp949:
+            return "cp949"
+        return "mixed"
+
+    def line(self, raw: bytes, first: bool = False, cp949_ok: bool = False) -> None:
+        if first and raw.startswith(BOM):
+            self.bom, raw = True, raw[3:]
+        if raw.isascii():
+            return
+        try:
+            if _HANGUL.search(raw.decode("utf-8")):
+                self.utf8_text = True
+        except UnicodeDecodeError as exc:
+            if exc.reason == "unexpected end of data" and not raw.endswith(b"\n"):
+                return  # a read cut inside a character of an oversized line
+            self.not_utf8 = True
+            if cp949_ok:
+                return
+            try:
+                raw.decode("cp949")
+            except UnicodeDecodeError:
+                self.not_cp949 = True
+
+    def lines(self, block: bytes, at_file_start: bool) -> None:
+        for i, piece in enumerate(_pieces(block)):
+            self.line(piece, first=at_file_start and i == 0)
+
+    def block(self, block: bytes, at_file_start: bool, lines_checked: bool = False) -> str | None:
+        """Scan a run of whole lines (cut after a newline, or at EOF); return its text if it is all
+        CP949-decodable, for the caller to transcode without decoding twice. `lines_checked`: the
+        caller knows no line exceeds MAX_LINE_BYTES."""
+        if at_file_start and block.startswith(BOM):
+            self.bom = True  # the BOM is valid UTF-8 and not Hangul: the block checks below hold with it
+        if block.isascii():
+            return block.decode("ascii")
+        if not lines_checked and len(block) > MAX_LINE_BYTES and _longest_line(block) > MAX_LINE_BYTES:
+            self.lines(block, at_file_start)
+            return None
+        try:
+            text = block.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.reason == "unexpected end of data":  # EOF inside a character: the last line's rule
+                self.lines(block, at_file_start)
+                return None
+        else:
+            if _HANGUL.search(text):
+                self.utf8_text = True
+            return None
+        self.not_utf8 = True  # some line holds bytes that are not UTF-8
+        try:
+            text = block.decode("cp949")
+        except UnicodeDecodeError:
+            self.lines(block, at_file_start)
+            return None
+        for start, end in _utf8_hangul_lines(block):
+            self.line(block[start:end], first=at_file_start and start == 0, cp949_ok=True)
+        return text
+
+
+def _pieces(block: bytes) -> Iterator[bytes]:
+    """The pieces `readline(MAX_LINE_BYTES)` returns for a block that starts at a line start."""
+    pos, n = 0, len(block)
+    while pos < n:
+        end = block.find(b"\n", pos, pos + MAX_LINE_BYTES)
+        end = min(pos + MAX_LINE_BYTES, n) if end < 0 else end + 1
+        yield block[pos:end]
+        pos = end
+
+
+def _utf8_hangul_lines(block: bytes) -> list[tuple[int, int]]:
+    """(start, end) of every line holding a UTF-8 Hangul byte pattern (E[A-D] followed by two
+    continuation bytes), found vectorised: in CP949 text such lines are a few in a hundred."""
+    import numpy as np
+
+    a = np.frombuffer(block, dtype=np.uint8)
+    if len(a) < 3:
+        return []
+    lead = np.flatnonzero((a[:-2] - np.uint8(0xEA)) <= 3)  # EA..ED (uint8 wraps below EA)
+    hits = lead[((a[lead + 1] & 0xC0) == 0x80) & ((a[lead + 2] & 0xC0) == 0x80)]
+    if not len(hits):
+        return []
+    nl = np.flatnonzero(a == 10)
+    lines = np.unique(np.searchsorted(nl, hits))  # line k runs from after newline k-1 through newline k
+    starts, ends = np.r_[0, nl + 1][lines], np.r_[nl + 1, len(a)][lines]
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
+def _longest_line(block: bytes) -> int:
+    import numpy as np
+
+    nl = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+    return int(np.diff(np.r_[-1, nl, len(block) - 1]).max())
+
+
+def _blocks(fh) -> Iterator[tuple[bytes, bool]]:
+    """(block, whole): blocks cut after their last newline. A block with no newline is a piece of an
+    oversized line, exactly ENCODING_BLOCK long so `readline`'s cuts stay aligned; it and the block
+    that finishes that line are not `whole` (they start or end inside a line)."""
+    carry = b""
+    inside = False  # the previous block ended inside an oversized line
+    while True:
+        chunk = fh.read(ENCODING_BLOCK - len(carry))
+        block = carry + chunk
+        if not block:
+            return
+        cut = len(block) if not chunk else block.rfind(b"\n") + 1
+        if cut == 0:
+            carry = b""
+            yield block, False
+            inside = True
+            continue
+        carry = block[cut:]
+        yield block[:cut], not inside
+        inside = False
+        if not chunk:
+            return
+
+
 def detect_encoding(path: Path) -> str:
     """'utf-8-sig', 'utf-8', 'cp949' or 'mixed' (read as UTF-8, undecodable lines rejected).
 
-    Decided line by line: CP949 happily decodes most UTF-8 Hangul as other characters, so a file
-    holding both valid non-ASCII UTF-8 lines and non-UTF-8 lines is "mixed", never CP949.
+    Decided line by line (see `_EncodingScan`): CP949 happily decodes most UTF-8 Hangul as other
+    characters, so a file holding both valid non-ASCII UTF-8 lines and non-UTF-8 lines is "mixed",
+    never CP949.
     """
-    utf8_text = not_utf8 = cp949_ok = 0
-    bom = False
+    scan = _EncodingScan()
     with open(path, "rb") as fh:
-        for i, raw in enumerate(iter(lambda: fh.readline(MAX_LINE_BYTES), b"")):
-            if i == 0 and raw.startswith(BOM):
-                bom, raw = True, raw[3:]
-            if raw.isascii():
-                continue
-            try:
-                # Short CP949 runs can be valid UTF-8 by accident (lead C2-C8, trail A1-BF), but they
-                # decode to Latin letters, never to Hangul: only Hangul marks a UTF-8 line.
-                if _HANGUL.search(raw.decode("utf-8")):
-                    utf8_text += 1
-            except UnicodeDecodeError as exc:
-                if exc.reason == "unexpected end of data" and not raw.endswith(b"\n"):
-                    continue  # a read cut inside a character of an oversized line
-                not_utf8 += 1
-                try:
-                    raw.decode("cp949")
-                    cp949_ok += 1
-                except UnicodeDecodeError:
-                    pass
-    if not not_utf8:
-        return "utf-8-sig" if bom else "utf-8"
-    if not utf8_text and not bom and cp949_ok == not_utf8:
-        return "cp949"
-    return "mixed"
+        for i, (block, whole) in enumerate(_blocks(fh)):
+            if whole:
+                scan.block(block, i == 0)
+            else:
+                scan.lines(block, i == 0)  # inside an oversized line: only the per-line rule applies
+    return scan.result()
 
 
 @dataclass
@@ -332,51 +458,138 @@ _STRAY_QUOTE = re.compile(rb'(?<![,\n"])"(?![,\n"])')
 _TS_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
-def fast_encoding(data: bytes, path: Path) -> str | None:
-    if data.startswith(BOM):
-        try:
-            data[3:].decode("utf-8")
-            return "utf-8-sig"
-        except UnicodeDecodeError:
-            return None
-    try:
-        data.decode("utf-8")
-        return "utf-8"
-    except UnicodeDecodeError:
-        pass
-    try:
-        data.decode("cp949")
-    except UnicodeDecodeError:
+def _has_stray_quote(arr) -> bool:
+    """A quote that neither opens nor closes a field nor escapes one (`_STRAY_QUOTE`, vectorised)."""
+    import numpy as np
+
+    q = np.flatnonzero(arr == 34)
+    if not len(q):
+        return False
+    edge = np.array([44, 10, 34], dtype=np.uint8)  # , \n "
+    before = np.zeros(len(q), dtype=bool)
+    after = np.zeros(len(q), dtype=bool)
+    has_before, has_after = q > 0, q < len(arr) - 1
+    before[has_before] = np.isin(arr[q[has_before] - 1], edge)
+    after[has_after] = np.isin(arr[q[has_after] + 1], edge)
+    return bool((~before & ~after).any())
+
+
+def fast_transcode(data: bytes) -> tuple[str, bytes] | None:
+    """(encoding, UTF-8 bytes) for a file whose lines are all within MAX_LINE_BYTES, or None when
+    the file is "mixed" (the exact reader then names every undecodable line). Same rule as
+    `detect_encoding`, the CP949 text of each block kept so nothing is decoded twice."""
+    scan = _EncodingScan()
+    texts: list[str | None] = []
+    blocks: list[bytes] = []
+    pos, n = 0, len(data)
+    while pos < n:
+        end = n if pos + ENCODING_BLOCK >= n else data.rfind(b"\n", pos, pos + ENCODING_BLOCK) + 1
+        if end <= pos:
+            return None  # cannot happen when no line is oversized; the exact reader decides
+        block = data[pos:end]
+        blocks.append(block)
+        texts.append(scan.block(block, pos == 0, lines_checked=True))
+        pos = end
+    encoding = scan.result()
+    if encoding == "utf-8":
+        return encoding, data
+    if encoding == "utf-8-sig":
+        return encoding, data[3:]
+    if encoding != "cp949":
         return None
-    # CP949 decodes most UTF-8 too: only a file with no UTF-8 Hangul-like run is surely CP949.
-    if _UTF8_HANGUL.search(data):
-        return "cp949" if detect_encoding(path) == "cp949" else None
-    return "cp949"
+    out = []
+    for block, text in zip(blocks, texts, strict=True):
+        if text is None:  # a block that was valid UTF-8 (no Hangul): its CP949 reading is what counts
+            try:
+                text = block.decode("cp949")
+            except UnicodeDecodeError:
+                return None  # the exact reader reports the line
+        out.append(text.encode("utf-8"))
+    return encoding, b"".join(out)
 
 
-def read_delivery_file_fast(path: Path, rel: str, columns: dict[str, str], stats: FileStats) -> list | None:
+def _formula_rows(col: pa.Array) -> list[int]:
+    """Rows whose text a spreadsheet would execute (`_FORMULA`): a cheap first-character screen over
+    the column, the regex only on the rows it lets through."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    first = pc.utf8_slice_codeunits(col, 0, 1)
+    maybe = np.flatnonzero(pc.fill_null(pc.is_in(first, pa.array(["=", "+", "@", "\t", "\r", "-"])), False)
+                           .to_numpy(zero_copy_only=False))
+    values = col.take(pa.array(maybe, pa.int64())).to_pylist() if len(maybe) else []
+    return [int(i) for i, v in zip(maybe, values, strict=True) if v and _FORMULA.match(v)]
+
+
+def _sparse_strings(n: int, values: dict[int, str]) -> pa.Array:
+    """A string column of `n` nulls except at `values`' rows."""
+    import numpy as np
+
+    if not values:
+        return pa.nulls(n, pa.string())
+    arr = np.full(n, None, dtype=object)
+    for i, v in values.items():
+        arr[i] = v
+    return pa.array(arr, pa.string())
+
+
+@dataclass
+class Prepared:
+    """A delivery file read, hashed, screened and transcoded to UTF-8 (the GIL-bound half of the fast path)."""
+
+    data: bytes
+    sha256: str
+    encoding: str | None = None  # None: the exact reader must take this file
+    text: bytes = b""
+    nl: object = None  # newline offsets in `data` (numpy)
+
+
+def prepare_fast(path: Path) -> Prepared:
+    """Everything before Arrow: run one file ahead, in a thread, while Arrow parses the previous one."""
+    import hashlib
+
+    import numpy as np
+
+    data = path.read_bytes()
+    prep = Prepared(data, hashlib.sha256(data).hexdigest())
+    if not data or b"\x00" in data or b"\r" in data:
+        return prep
+    arr = np.frombuffer(data, dtype=np.uint8)
+    if _has_stray_quote(arr):
+        return prep
+    nl = np.flatnonzero(arr == 10)
+    del arr
+    if len(nl) and (np.diff(np.r_[-1, nl]).max() > MAX_LINE_BYTES or len(data) - nl[-1] - 1 > MAX_LINE_BYTES):
+        return prep
+    if not len(nl) and len(data) > MAX_LINE_BYTES:
+        return prep
+    decoded = fast_transcode(data)
+    if decoded is not None:
+        prep.encoding, prep.text = decoded
+        prep.nl = nl
+    return prep
+
+
+def read_delivery_file_fast(path: Path, rel: str, columns: dict[str, str], stats: FileStats,
+                            prepared: Prepared | None = None) -> list | None:
+    prep = prepared or prepare_fast(path)
+    stats.sha256 = prep.sha256
+    if prep.encoding is None:
+        return None
+    return _parse_fast(prep, rel, columns, stats)
+
+
+def _parse_fast(prep: Prepared, rel: str, columns: dict[str, str], stats: FileStats) -> list | None:
     import numpy as np
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    data = path.read_bytes()
-    if not data or b"\x00" in data or b"\r" in data or _STRAY_QUOTE.search(data):
-        return None
-    encoding = fast_encoding(data, path)
-    if encoding is None:
-        return None
-    nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
-    if len(nl) and (np.diff(np.r_[-1, nl]).max() > MAX_LINE_BYTES or len(data) - nl[-1] - 1 > MAX_LINE_BYTES):
-        return None
-    if not len(nl) and len(data) > MAX_LINE_BYTES:
-        return None
-    text = data[3:] if encoding == "utf-8-sig" else data
-    if encoding == "cp949":
-        text = text.decode("cp949").encode("utf-8")
+    data, nl, encoding = prep.data, prep.nl, prep.encoding
+    codec = "cp949" if encoding == "cp949" else "utf-8"
     names = list(columns)
     try:
         table = pacsv.read_csv(
-            pa.BufferReader(text),
+            pa.py_buffer(prep.text),
             read_options=pacsv.ReadOptions(block_size=16 << 20),
             parse_options=pacsv.ParseOptions(newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(
@@ -386,39 +599,54 @@ def read_delivery_file_fast(path: Path, rel: str, columns: dict[str, str], stats
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
+    prep.text = b""
     if table.column_names != names:
         return None
     physical = len(nl) + (0 if data.endswith(b"\n") else 1)
     if table.num_rows != physical - 1:  # a record spanned lines, or blank lines: let the exact path decide
         return None
     n = table.num_rows
-    cols: list[pa.Array] = []
-    flags = [None] * n
+    text_cols = {c: table[c].combine_chunks() for c in names}
+    del table
     bad = np.zeros(n, dtype=bool)
+    typed: dict[str, pa.Array] = {}
     for c, t in columns.items():
-        col = table[c].combine_chunks()
+        col = text_cols[c]
         if t in ("int32", "int64"):
-            bad |= ~pc.fill_null(pc.match_substring_regex(col, _INT_RE2), True).to_numpy(zero_copy_only=False)
+            # ASCII digits only is the common case; the few others (a sign, or not an integer) get the regex.
+            ok = pc.fill_null(pc.ascii_is_decimal(col), True).to_numpy(zero_copy_only=False)
+            others = np.flatnonzero(~ok)
+            if len(others):
+                signed = pc.match_substring_regex(col.take(pa.array(others)), _INT_RE2)
+                ok[others] = pc.fill_null(signed, False).to_numpy(zero_copy_only=False)
+            bad |= ~ok
         elif t == "timestamp":
-            parsed = pc.strptime(col, format=_TS_FORMAT, unit="us", error_is_null=True)
-            bad |= (pc.is_null(parsed).to_numpy(zero_copy_only=False) & pc.is_valid(col).to_numpy(zero_copy_only=False))
+            typed[c] = pc.strptime(col, format=_TS_FORMAT, unit="us", error_is_null=True)
+            bad |= (pc.is_null(typed[c]).to_numpy(zero_copy_only=False)
+                    & pc.is_valid(col).to_numpy(zero_copy_only=False))
         elif t != "string":
             return None  # date/float/bool: the exact path's parsing rules
     # Rows with a value the fast rules do not accept get the exact reader's per-value conversion.
     bad_rows = np.flatnonzero(bad)
     fixed: dict[str, list] = {c: [] for c in columns}
-    errors: list[str | None] = []
-    for i in bad_rows:
-        errs = []
-        for c, t in columns.items():
-            v, e = _convert(table[c][int(i)].as_py() or "", t, c)
-            fixed[c].append(v)
-            if e:
-                errs.append(e)
-        errors.append("; ".join(errs) or None)
+    errors: dict[int, str] = {}
+    if len(bad_rows):
+        take = pa.array(bad_rows)
+        bad_values = {c: text_cols[c].take(take).to_pylist() for c in names}
+        for k, i in enumerate(bad_rows):
+            errs = []
+            for c, t in columns.items():
+                v, e = _convert(bad_values[c][k] or "", t, c)
+                fixed[c].append(v)
+                if e:
+                    errs.append(e)
+            if errs:
+                errors[int(i)] = "; ".join(errs)
     mask = pa.array(bad)
+    cols: list[pa.Array] = []
+    flags: dict[int, str] = {}
     for c, t in columns.items():
-        col = table[c].combine_chunks()
+        col = text_cols.pop(c)
         typ = _arrow(t)
         if t in ("int32", "int64"):
             clean = pc.if_else(mask, pa.scalar(None, pa.string()), col) if len(bad_rows) else col
@@ -427,40 +655,33 @@ def read_delivery_file_fast(path: Path, rel: str, columns: dict[str, str], stats
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 return None
         elif t == "timestamp":
-            col = pc.strptime(col, format=_TS_FORMAT, unit="us", error_is_null=True)
+            col = typed.pop(c)
         else:
-            hit = pc.fill_null(pc.match_substring_regex(col, _FORMULA.pattern), False)
-            for i in np.flatnonzero(hit.to_numpy(zero_copy_only=False)):
-                flags[i] = f"formula_text: {c}" if flags[i] is None else f"{flags[i]}; formula_text: {c}"
-        if len(bad_rows):
+            for i in _formula_rows(col):
+                flags[i] = f"formula_text: {c}" if i not in flags else f"{flags[i]}; formula_text: {c}"
+        # Text needs no fix-up: the exact rule keeps it as read ("" is already NULL).
+        if len(bad_rows) and t != "string":
             col = pc.replace_with_mask(col, mask, pa.array(fixed[c], typ))
         cols.append(col)
-    raw_line: list[str | None] = [None] * n
-    parse_error: list[str | None] = [None] * n
-    if len(bad_rows):
-        tnl = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
-        starts = np.r_[0, tnl + 1]
-        for i, err in zip(bad_rows, errors, strict=True):
-            if err is None:
-                continue
-            line = int(i) + 1  # 0 = header
-            end = tnl[line] if line < len(tnl) else len(text)
-            raw_line[i] = text[starts[line] : end].decode("utf-8")
-            parse_error[i] = err
-    stats.parse_errors = sum(e is not None for e in parse_error)
-    for e in parse_error:
-        if e:
-            kind = e.split(":", 1)[0] if e.startswith("column ") else e.split(" (", 1)[0]
-            stats.reasons[kind] = stats.reasons.get(kind, 0) + 1
+    starts = np.r_[0, nl + 1]
+    raw_line = {}
+    for i in errors:
+        line = i + 1  # 0 = header
+        end = nl[line] if line < len(nl) else len(data)
+        raw_line[i] = data[starts[line] : end].decode(codec)
+    stats.parse_errors = len(errors)
+    for e in errors.values():
+        kind = e.split(":", 1)[0] if e.startswith("column ") else e.split(" (", 1)[0]
+        stats.reasons[kind] = stats.reasons.get(kind, 0) + 1
     stats.encoding = encoding
     stats.records = n
-    stats.flagged = sum(f is not None for f in flags)
+    stats.flagged = len(flags)
     meta = [
-        pa.array([rel] * n, pa.string()) if n else pa.array([], pa.string()),
+        pa.repeat(rel, n).cast(pa.string()) if n else pa.array([], pa.string()),
         pa.array(np.arange(2, n + 2, dtype=np.int64)),
-        pa.array(raw_line, pa.string()),
-        pa.array(parse_error, pa.string()),
-        pa.array(flags, pa.string()),
+        _sparse_strings(n, raw_line),
+        _sparse_strings(n, errors),
+        _sparse_strings(n, flags),
     ]
     schema = pa.schema([(c, _arrow(t)) for c, t in columns.items()] + META_FIELDS)
     out = pa.Table.from_arrays(cols + meta, schema=schema)
