@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import threading
+import time
 import uuid
 
 import pytest
@@ -28,6 +31,8 @@ def cluster_home(zerodoc_home, monkeypatch, postgres_up, redis_up):
     monkeypatch.setenv("ZERODOC_BROKER_URL", "redis://127.0.0.1:6379/7")
     monkeypatch.setenv("ZERODOC_AIRFLOW_PORT", str(_free_port()))
     monkeypatch.setenv("ZERODOC_EVIDENCE_PORT", str(_free_port()))
+    # A task whose Celery message died with Redis is re-queued after this long (default 600 s).
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT", "90")
     # The cluster's processes get their own Airflow home; don't leak the test session's.
     for k in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
         monkeypatch.delenv(k, raising=False)
@@ -36,6 +41,44 @@ def cluster_home(zerodoc_home, monkeypatch, postgres_up, redis_up):
     yield cfg
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+REDIS_RESTART = (
+    'redis-cli -p 6379 shutdown nosave; redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 '
+    '--save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log'
+)
+# Restarting the shared Redis disturbs everyone using it: only when the caller holds the heavy lock
+# (`flock /tmp/zerodoc-heavy.lock env ZERODOC_REDIS_RESTART=1 pytest tests/orchestration/test_cluster.py`).
+RESTART_REDIS = os.environ.get("ZERODOC_REDIS_RESTART") == "1"
+
+
+def _wait_for_running_tasks(timeout: float = 600) -> int:
+    from zerodoc.orchestration.cluster import _db_rows
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            n = _db_rows("select count(*) from task_instance where state in ('running', 'queued')", {})[0][0]
+        except Exception:  # noqa: BLE001 - the schema appears with the first migration
+            n = 0
+        if n:
+            return n
+        time.sleep(0.5)
+    raise AssertionError("no task ever ran")
+
+
+def _inject_faults(cfg, record: dict) -> None:
+    """Mid-run: crash the scheduler and start it again; then (opt-in) restart Redis, nothing saved."""
+    from zerodoc.orchestration import cluster
+
+    record["in_flight_at_scheduler_kill"] = _wait_for_running_tasks()
+    record["scheduler_pid"] = cluster.restart(cfg, "scheduler", log=lambda *_: None)
+    if RESTART_REDIS:
+        time.sleep(5)
+        record["in_flight_at_redis_restart"] = _wait_for_running_tasks()
+        t0 = time.monotonic()
+        subprocess.run(REDIS_RESTART, shell=True, check=True)
+        record["redis_down_s"] = round(time.monotonic() - t0, 2)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -49,7 +92,7 @@ def _group_alive(pgid: int) -> bool:
 @pytest.mark.e2e
 @pytest.mark.services
 @pytest.mark.timeout(1500)
-def test_cluster_runs_the_pipeline_over_two_workers_and_stops_cleanly(cluster_home):
+def test_cluster_runs_the_pipeline_over_two_workers_through_faults_and_stops_cleanly(cluster_home):
     from zerodoc.orchestration import cluster
     from zerodoc.publish.publisher import validation_pointer
 
@@ -59,7 +102,16 @@ def test_cluster_runs_the_pipeline_over_two_workers_and_stops_cleanly(cluster_ho
         pids = cluster.up(cfg, timeout=600, log=lambda *_: None)
         assert set(pids) == {c.name for c in cluster.components()}
         ds = cluster.latest_interval_date()
+        faults: dict = {}
+        injector = threading.Thread(target=_inject_faults, args=(cfg, faults), daemon=True)
+        injector.start()
         result = cluster.run_pipeline(cfg, ds, timeout=1200, log=lambda *_: None)
+        injector.join(timeout=60)
+        print(f"faults injected during the run: {faults}")
+        # The scheduler was killed -9 mid-run and restarted, and the run still completed.
+        assert faults.get("scheduler_pid") == cluster.status(cfg).get("scheduler"), faults
+        if RESTART_REDIS:
+            assert "redis_down_s" in faults, faults
         assert result["publish_state"] == "success", result
         assert all(s == "success" for s in result["states"].values()), result
         # ingest tasks of different agencies were spread over both Celery workers

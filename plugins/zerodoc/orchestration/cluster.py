@@ -21,8 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zerodoc.config import REPO_ROOT, Settings
+from zerodoc.fsutil import write_json_atomic
 
-WORKERS = ("worker1", "worker2")
+
+def worker_names() -> tuple[str, ...]:
+    """Celery workers to run: ZERODOC_CLUSTER_WORKERS (default 2) of them, worker1, worker2, …"""
+    return tuple(f"worker{i}" for i in range(1, int(os.environ.get("ZERODOC_CLUSTER_WORKERS", "2")) + 1))
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ def components() -> list[Component]:
         Component("dag-processor", [airflow, "dag-processor"]),
         Component("triggerer", [airflow, "triggerer"]),
     ]
-    for w in WORKERS:
+    for w in worker_names():
         comps.append(Component(w, [airflow, "celery", "worker", "--celery-hostname", f"{w}@%h",
                                    "--concurrency", "2"]))
     comps.append(Component("evidence-api", [_bin("zerodoc"), "serve", "--port", str(evidence_port())],
@@ -161,14 +165,9 @@ def up(cfg: Settings, timeout: float = 180.0, log=print) -> dict[str, int]:
     logs.mkdir(parents=True, exist_ok=True)
     pids: dict[str, int] = {}
     for comp in components():
-        # Tasks report which worker ran them (visible in their XCom and validation records).
-        comp_env = {**env, "ZERODOC_WORKER_NAME": comp.name}
-        with open(logs / f"{comp.name}.log", "ab") as fh:
-            proc = subprocess.Popen(comp.argv, env=comp_env, stdout=fh, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO_ROOT)
-        pids[comp.name] = proc.pid
-        log(f"started {comp.name} (pid {proc.pid}) → {logs / (comp.name + '.log')}")
-    _pids_file(cfg).write_text(json.dumps(pids, indent=2))
+        pids[comp.name] = _start(comp, env, logs)
+        log(f"started {comp.name} (pid {pids[comp.name]}) → {logs / (comp.name + '.log')}")
+    write_json_atomic(_pids_file(cfg), pids)
     deadline = time.monotonic() + timeout
     for comp in components():
         if comp.port is None:
@@ -182,14 +181,42 @@ def up(cfg: Settings, timeout: float = 180.0, log=print) -> dict[str, int]:
     return pids
 
 
+def _start(comp: Component, env: dict[str, str], logs: Path) -> int:
+    # Tasks report which worker ran them (visible in their XCom and validation records).
+    comp_env = {**env, "ZERODOC_WORKER_NAME": comp.name}
+    with open(logs / f"{comp.name}.log", "ab") as fh:
+        proc = subprocess.Popen(comp.argv, env=comp_env, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO_ROOT)
+    return proc.pid
+
+
+def restart(cfg: Settings, name: str, sig: int = signal.SIGKILL, grace: float = 30.0, log=print) -> int:
+    """Kill one component's process group with `sig` (default: a crash) and start it again."""
+    pids: dict[str, int] = json.loads(_pids_file(cfg).read_text())
+    comp = {c.name: c for c in components()}[name]
+    try:
+        os.killpg(pids[name], sig)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace
+    while _group_alive(pids[name]):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} (process group {pids[name]}) outlived signal {sig}")
+        time.sleep(0.2)
+    pids[name] = _start(comp, {**os.environ, **cluster_env(cfg)}, cluster_dir(cfg) / "logs")
+    write_json_atomic(_pids_file(cfg), pids)
+    log(f"restarted {name} (pid {pids[name]})")
+    return pids[name]
+
+
 def _wait_workers(env: dict[str, str], deadline: float, log) -> None:
     while time.monotonic() < deadline:
         # Celery workers announce themselves through the broker; `inspect ping` is the official probe.
         proc = subprocess.run(
             [_bin("celery"), "--app", "airflow.providers.celery.executors.celery_executor.app", "inspect",
              "ping", "--timeout", "3"], env=env, capture_output=True, text=True)
-        alive = [w for w in WORKERS if f"{w}@" in proc.stdout]
-        if len(alive) == len(WORKERS):
+        alive = [w for w in worker_names() if f"{w}@" in proc.stdout]
+        if len(alive) == len(worker_names()):
             log(f"celery workers answer: {', '.join(alive)}")
             return
         time.sleep(2)
@@ -327,3 +354,61 @@ def run_pipeline(cfg: Settings, ds: str, timeout: float = 1800, log=print) -> di
             continue
     return {"ds": ds, "states": states, "publish_state": states.get("publish_shared", "missing"),
             "ran_on": ran_on}
+
+
+def speedup_2_workers(persons: int, seed: int, home: Path | str, timeout: float = 7200, log=print) -> dict:
+    """`cluster.speedup_2_workers`: the multi-agency pipeline on two Celery workers vs one, same data,
+    same machine, same run. Each leg gets a fresh data root (the sources are generated once and
+    copied) and a fresh metadata DB, and is timed from unpausing the DAGs to the end of publish."""
+    import shutil
+    import uuid
+
+    from zerodoc.sources.generate import generate, write_expected
+
+    home = Path(home).resolve()
+    template = Settings(home=home / "template")
+    sources = template.sources_dir
+    expected = sources / "_expected.json"
+    if not expected.exists() or json.loads(expected.read_text()).get("persons") != persons:
+        shutil.rmtree(sources, ignore_errors=True)
+        write_expected(generate(persons, seed, sources), template)
+    saved = {k: os.environ.get(k) for k in ("ZERODOC_HOME", "ZERODOC_CLUSTER_WORKERS", "ZERODOC_AIRFLOW_DB")}
+    legs: dict[int, dict] = {}
+    try:
+        for n in (1, 2):
+            leg_home = home / f"workers-{n}"
+            shutil.rmtree(leg_home, ignore_errors=True)
+            shutil.copytree(sources, leg_home / "sources")
+            db = f"zerodoc_airflow_speedup_{uuid.uuid4().hex[:8]}"
+            os.environ.update({"ZERODOC_HOME": str(leg_home), "ZERODOC_CLUSTER_WORKERS": str(n),
+                               "ZERODOC_AIRFLOW_DB": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}"})
+            cfg = Settings(home=leg_home)
+            try:
+                up(cfg, timeout=900, log=log)
+                ds = latest_interval_date()
+                t0 = time.perf_counter()
+                result = run_pipeline(cfg, ds, timeout=timeout, log=log)
+                seconds = time.perf_counter() - t0
+            finally:
+                down(cfg, log=log)
+                _drop_db(db)
+            if result["publish_state"] != "success":
+                raise RuntimeError(f"{n} worker(s): the pipeline did not complete: {result}")
+            legs[n] = {"seconds": round(seconds, 1), "ran_on": sorted(set(result["ran_on"].values()))}
+            log(f"{n} worker(s): {seconds:.1f}s")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return {"cluster.speedup_2_workers": round(legs[1]["seconds"] / legs[2]["seconds"], 3),
+            "persons": persons, "one_worker_s": legs[1]["seconds"], "two_workers_s": legs[2]["seconds"],
+            "legs": legs}
+
+
+def _drop_db(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
