@@ -1,9 +1,11 @@
 """Evidence API under load: signed, consent-checked, durably audited answers vs a constant route, same run.
 
-Serves the CURRENT published snapshot under a data root (``zerodoc run`` already published
-there) with uvicorn (2 workers, no access log), issues a bench consumer key and consents for
+Serves the CURRENT published snapshot under a data root with uvicorn (2 workers on uvloop and
+httptools, no access log); when nothing is published there yet (the api section run on its
+own), it generates the sources and runs the pipeline first. It issues a bench consumer key and consents for
 a sample of subjects, and drives loopback load with wrk (a Lua script cycles POST bodies
-through the sample). Measures evidence rps and p99 against GET /livez on the same server,
+through the sample; one wrk thread, so the load generator takes as little of the two cores
+as it can). Measures evidence rps and p99 against GET /livez on the same server,
 the server's RSS (all its processes), and audit records lost: answered requests without an
 audit record, after a normal run and after a kill -9 of the server in the middle of one.
 
@@ -32,7 +34,7 @@ CONSUMER = "api-bench"
 PURPOSE = "basic_livelihood_application"
 DATASET = "residence_v1"
 WORKERS = 2
-WRK_THREADS = 2
+WRK_THREADS = 1  # one epoll loop drives 64 connections easily; a second would only take CPU from the server
 WRK_CONNECTIONS = 64
 SAMPLE_SUBJECTS = 2000
 TARGETS = {
@@ -74,6 +76,26 @@ def ensure_wrk() -> str:
     if not found:
         raise RuntimeError("wrk is not installed and apt-get did not provide it")
     return found
+
+
+def ensure_published(home: Path, persons: int | None, seed: int = 42) -> None:
+    """Generate and run the pipeline under home unless DATASET is already published there."""
+    from zerodoc.config import Settings
+    from zerodoc.publish import store
+
+    try:
+        store.current(DATASET, Settings(home=home))
+        return
+    except store.NotPublishedError:
+        pass
+    if persons is None:
+        raise RuntimeError(f"nothing published under {home}; pass --persons to generate and run the pipeline")
+    sys.path.insert(0, str(REPO / "bench"))
+    import run as bench_run  # the e2e section's own generate + pipeline steps
+
+    log(f"no {DATASET} published under {home}: generating {persons:,} persons and running the pipeline")
+    bench_run.ensure_sources(home, persons, seed)
+    bench_run.run_pipeline(home, persons, seed)
 
 
 def _free_port() -> int:
@@ -192,6 +214,10 @@ class Server:
                 str(port),
                 "--workers",
                 str(WORKERS),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
                 "--no-access-log",
                 "--log-level",
                 "info",
@@ -329,10 +355,16 @@ def _metric(name: str, value: float, unit: str, scale: int, baseline=None, ratio
     }
 
 
-def run_api_bench(home: Path, seconds: int = 15, subjects: int = SAMPLE_SUBJECTS) -> list[dict]:
-    """Serve the current publish under `home` and measure it; return the api.* metric dicts."""
+def run_api_bench(
+    home: Path, seconds: int = 15, subjects: int = SAMPLE_SUBJECTS, persons: int | None = None
+) -> list[dict]:
+    """Serve the current publish under `home` and measure it; return the api.* metric dicts.
+
+    With `persons`, a home with nothing published gets the sources and a pipeline run first.
+    """
     saved = {k: os.environ.get(k) for k in ("ZERODOC_HOME", "ZERODOC_ACCESS_POLICY")}
     try:
+        ensure_published(Path(home).resolve(), persons)
         return _run(Path(home).resolve(), seconds, subjects)
     finally:
         for k, v in saved.items():
@@ -417,8 +449,9 @@ def main() -> None:
     parser.add_argument("home", type=Path, help="data root with a current publish (ZERODOC_HOME)")
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--subjects", type=int, default=SAMPLE_SUBJECTS)
+    parser.add_argument("--persons", type=int, help="generate and run the pipeline first if nothing is published")
     args = parser.parse_args()
-    print(json.dumps(run_api_bench(args.home, args.seconds, args.subjects), indent=2))
+    print(json.dumps(run_api_bench(args.home, args.seconds, args.subjects, args.persons), indent=2))
 
 
 if __name__ == "__main__":

@@ -191,12 +191,12 @@ def validate_section(big: Path, persons: int) -> list[dict]:
     return run_validate_bench(persons, big)
 
 
-def api_section(big: Path) -> list[dict]:
+def api_section(big: Path, persons: int) -> list[dict]:
     sys.path.insert(0, str(REPO / "bench"))
     from api_bench import run_api_bench
 
     os.environ["ZERODOC_HOME"] = str(big)
-    return run_api_bench(big, seconds=15)
+    return run_api_bench(big, seconds=15, persons=persons)  # generates + publishes if run on its own
 
 
 def extract_section(home: Path, persons: int) -> list[dict]:
@@ -253,7 +253,7 @@ def main() -> None:
     if "validate" in sections:
         _section("validate", results, lambda: validate_section(big, args.persons))
     if "api" in sections:
-        _section("api", results, lambda: api_section(big))
+        _section("api", results, lambda: api_section(big, args.persons))
     if "extract" in sections:
         _section("extract", results, lambda: extract_section(args.home, args.persons))
     if "dbt" in sections:
