@@ -217,3 +217,38 @@ def test_schema_drift_under_the_evolve_policy_keeps_rows_and_flags_them(name, fl
     r = extract(q, DS, settings())
     rows = pq.read_table(r.path).to_pylist()
     assert [(x["case_id"], x["summary"], x["_flags"], x["_parse_error"]) for x in rows] == [(1, summary, flag, None)]
+
+
+# ---- database schema drift ---------------------------------------------------------------------
+
+
+@pytest.mark.services
+def test_postgres_schema_drift_is_named_and_follows_the_policy(zerodoc_home, monkeypatch, postgres_up):
+    import dataclasses
+
+    import psycopg
+
+    cfg = settings()
+    generate(1000, 3, cfg.sources_dir)
+    q = "moj.foreign_residents"
+    with scratch_postgres() as uri:
+        monkeypatch.setenv("AIRFLOW_CONN_ZERODOC_MOJ", uri)
+        load_servers({"moj": agencies()["moj"]}, cfg)
+        clean = extract(q, DS, cfg).path.read_bytes()
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("ALTER TABLE moj.foreign_residents ADD COLUMN memo text")
+        with pytest.raises(SourceDataError, match=r"^moj\.foreign_residents: schema drift against config/sources\.yml "
+                                                  r"in moj\.foreign_residents: new column\(s\) memo \(policy: fail\)$"):
+            extract(q, DS, cfg)
+        ents = agencies()["moj"].entities
+        monkeypatch.setitem(ents, "foreign_residents", dataclasses.replace(ents["foreign_residents"],
+                                                                           on_schema_drift="evolve"))
+        # Under evolve a new column is left out: the partition is the declared contract, unchanged.
+        assert extract(q, DS, cfg).path.read_bytes() == clean
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("ALTER TABLE moj.foreign_residents ALTER COLUMN foreign_resident_id TYPE text")
+            conn.execute("ALTER TABLE moj.foreign_residents DROP COLUMN visa_type")
+        with pytest.raises(SourceDataError, match=r"missing column\(s\) visa_type; retyped column\(s\) "
+                                                  r"foreign_resident_id \(declared int64, source text\) "
+                                                  r"\(policy: evolve\)$"):
+            extract(q, DS, cfg)

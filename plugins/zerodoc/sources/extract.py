@@ -149,6 +149,50 @@ def _copy_query(entity: Entity, window: Window | None):
     )
 
 
+# information_schema.columns.data_type values each declared type reads without loss.
+PG_COMPATIBLE = {
+    "int32": {"integer", "smallint"},
+    "int64": {"bigint", "integer", "smallint"},
+    "string": {"text", "character varying", "character"},
+    "timestamp": {"timestamp without time zone"},
+    "date": {"date"},
+    "float64": {"double precision", "real", "numeric"},
+    "bool": {"boolean"},
+}
+
+
+def schema_drift(entity: Entity, actual: dict[str, str], compatible: dict[str, set[str]]) -> str | None:
+    """What differs between the declared columns and the source's {column: type}, or None.
+
+    A missing or retyped declared column always fails (no row could be read in the declared
+    contract); a new column fails under `on_schema_drift: fail` and is left out otherwise (the
+    extract selects declared columns only).
+    """
+    missing = [c for c in entity.columns if c not in actual]
+    retyped = [f"{c} (declared {t}, source {actual[c]})" for c, t in entity.columns.items()
+               if c in actual and actual[c] not in compatible[t]]
+    extra = [c for c in actual if c not in entity.columns]
+    parts = [f"missing column(s) {', '.join(missing)}" if missing else "",
+             f"retyped column(s) {', '.join(retyped)}" if retyped else "",
+             f"new column(s) {', '.join(extra)}" if extra and entity.on_schema_drift == "fail" else ""]
+    detail = "; ".join(p for p in parts if p)
+    if not detail:
+        return None
+    return f"{entity.qualified}: schema drift against config/sources.yml in {entity.table}: {detail} " \
+           f"(policy: {entity.on_schema_drift})"
+
+
+def _postgres_columns(conn, entity: Entity) -> dict[str, str]:
+    schema_name, table = entity.table.split(".", 1)
+    rows = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position", (schema_name, table),
+    ).fetchall()
+    if not rows:
+        raise SourceDataError(f"{entity.qualified}: table {entity.table} not found in the source database")
+    return dict(rows)
+
+
 def read_postgres(entity: Entity, uri: str, window: Window | None = None) -> Iterator[pa.RecordBatch]:
     """COPY ... TO STDOUT (CSV) drained by a thread into multi-MiB blocks that Arrow's CSV reader parses
     while the next block arrives: no row ever becomes a Python object, and the network read, the
@@ -170,8 +214,16 @@ def read_postgres(entity: Entity, uri: str, window: Window | None = None) -> Ite
     )
     try:
         conn = psycopg.connect(uri, connect_timeout=10)
+        try:
+            drift = schema_drift(entity, _postgres_columns(conn, entity), PG_COMPATIBLE)
+        except BaseException:
+            conn.close()
+            raise
     except psycopg.OperationalError as exc:
         raise SourceUnavailableError(f"PostgreSQL source for {entity.qualified} unavailable: {exc}") from exc
+    if drift:
+        conn.close()
+        raise SourceDataError(drift)
     blocks: queue.Queue = queue.Queue(maxsize=COPY_QUEUE_BLOCKS)
     stop = threading.Event()
 
