@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.servers import scratch_postgres
+from tests.servers import scratch_mariadb, scratch_postgres
 from zerodoc.catalog import agencies, entity
 from zerodoc.config import settings
 from zerodoc.sources import agency_server
@@ -251,4 +251,30 @@ def test_postgres_schema_drift_is_named_and_follows_the_policy(zerodoc_home, mon
         with pytest.raises(SourceDataError, match=r"missing column\(s\) visa_type; retyped column\(s\) "
                                                   r"foreign_resident_id \(declared int64, source text\) "
                                                   r"\(policy: evolve\)$"):
+            extract(q, DS, cfg)
+
+
+@pytest.mark.services
+def test_mariadb_schema_drift_is_named(zerodoc_home, monkeypatch, mariadb_up):
+    import pymysql
+
+    cfg = settings()
+    generate(1000, 3, cfg.sources_dir)
+    q = "nts.business_registrations"
+    with scratch_mariadb() as uri:
+        monkeypatch.setenv("AIRFLOW_CONN_ZERODOC_NTS", uri)
+        load_servers({"nts": agencies()["nts"]}, cfg)
+        assert extract(q, DS, cfg).rows > 0
+        db = uri.rsplit("/", 1)[1]
+        conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database=db, autocommit=True)
+        with conn.cursor() as cur:
+            cur.execute("ALTER TABLE business_registrations ADD COLUMN memo TEXT")
+            cur.execute("ALTER TABLE business_registrations MODIFY business_registration_id VARCHAR(20)")
+            cur.execute("ALTER TABLE business_registrations DROP COLUMN trade_name")
+        conn.close()
+        with pytest.raises(SourceDataError, match=r"^nts\.business_registrations: schema drift against config/sources"
+                                                  r"\.yml in nts\.business_registrations: missing column\(s\) "
+                                                  r"trade_name; retyped column\(s\) business_registration_id "
+                                                  r"\(declared int64, source varchar\); new column\(s\) memo "
+                                                  r"\(policy: fail\)$"):
             extract(q, DS, cfg)

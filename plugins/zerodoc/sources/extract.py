@@ -161,6 +161,17 @@ PG_COMPATIBLE = {
 }
 
 
+MYSQL_COMPATIBLE = {
+    "int32": {"int", "mediumint", "smallint", "tinyint"},
+    "int64": {"bigint", "int", "mediumint", "smallint", "tinyint"},
+    "string": {"varchar", "char", "text", "tinytext", "mediumtext", "longtext"},
+    "timestamp": {"datetime", "timestamp"},
+    "date": {"date"},
+    "float64": {"double", "float", "decimal"},
+    "bool": {"tinyint"},
+}
+
+
 def schema_drift(entity: Entity, actual: dict[str, str], compatible: dict[str, set[str]]) -> str | None:
     """What differs between the declared columns and the source's {column: type}, or None.
 
@@ -296,6 +307,13 @@ def read_mysql(entity: Entity, uri: str, window: Window | None = None) -> Iterat
         raise SourceUnavailableError(f"MariaDB source for {entity.qualified} unavailable: {exc}") from exc
     try:
         with conn.cursor() as cur:
+            cur.execute("SELECT column_name, data_type FROM information_schema.columns "
+                        "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position", (db_name, table))
+            actual = {name: typ.lower() for name, typ in cur.fetchall()}
+            if not actual:
+                raise SourceDataError(f"{entity.qualified}: table {db_name}.{table} not found in the source database")
+            if drift := schema_drift(entity, actual, MYSQL_COMPATIBLE):
+                raise SourceDataError(drift)
             col_sql = ", ".join(f"`{c}`" for c in cols)
             where, args = "", ()
             if window is not None:
