@@ -85,10 +85,12 @@ def duckdb_macros_sql() -> list[str]:
             END)""",
         """CREATE OR REPLACE MACRO zd_rrn_birth_yyyymmdd(x) AS (
             CASE WHEN substr(x, 8, 1) IN ('1', '2', '5', '6') THEN '19' ELSE '20' END || substr(x, 1, 6))""",
+        # Once the shape matched, the birth date is 8 digits with a 19xx/20xx year, so of
+        # zd_valid_yyyymmdd only its try_strptime step can still fail (the rest cost a second regex).
         f"""CREATE OR REPLACE MACRO zd_rrn_valid(x) AS (
             CASE WHEN x IS NULL THEN NULL
                  WHEN NOT regexp_full_match(x, '[0-9]{{6}}-[1-8][0-9]{{6}}') THEN false
-                 WHEN NOT zd_valid_yyyymmdd(zd_rrn_birth_yyyymmdd(x)) THEN false
+                 WHEN try_strptime(zd_rrn_birth_yyyymmdd(x), '%Y%m%d') IS NULL THEN false
                  WHEN zd_rrn_birth_yyyymmdd(x) >= '20201001' THEN true
                  ELSE CAST(substr(x, 14, 1) AS INTEGER) = (
                      (CASE WHEN substr(x, 8, 1) IN ('5', '6', '7', '8') THEN 13 ELSE 11 END
