@@ -262,6 +262,17 @@ class Server:
                 continue
         return total / 1024
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the live server processes."""
+        ticks = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def _sample(self) -> None:
         while self._sampling and self.proc.poll() is None:
             self.peak_rss_mb = max(self.peak_rss_mb, self.rss_mb())
@@ -396,15 +407,25 @@ def _run(home: Path, seconds: int, subjects: int) -> list[dict]:
             log(f"ready in {time.monotonic() - t0:.1f}s, RSS {server.rss_mb():.0f} MB")
             run_wrk(wrk, f"{base}/livez", 2)  # warm-up: connections, CPU caches
             run_wrk(wrk, f"{base}/v1/evidence", 2, script)
+            cpu0 = server.cpu_seconds()
             baseline = run_wrk(wrk, f"{base}/livez", seconds)
-            log(f"baseline /livez: {baseline['rps']:.0f}/s, p99 {baseline['p99_ms']:.1f} ms")
+            cpu1 = server.cpu_seconds()
+            baseline_cpu_us = 1e6 * (cpu1 - cpu0) / max(1, baseline["requests"])
+            log(
+                f"baseline /livez: {baseline['rps']:.0f}/s, p99 {baseline['p99_ms']:.1f} ms, "
+                f"server CPU {baseline_cpu_us:.0f} us/request"
+            )
             before = _evidence_records(audit_path)
+            cpu0 = server.cpu_seconds()
             evidence = run_wrk(wrk, f"{base}/v1/evidence", seconds, script)
+            cpu1 = server.cpu_seconds()
+            evidence_cpu_us = 1e6 * (cpu1 - cpu0) / max(1, evidence["requests"])
             recorded = _evidence_records(audit_path) - before
             lost_run = max(0, evidence["requests"] - recorded)
             log(
                 f"evidence: {evidence['rps']:.0f}/s, p99 {evidence['p99_ms']:.1f} ms, "
-                f"non-2xx {evidence['non_2xx']}, answered {evidence['requests']}, audited {recorded}"
+                f"non-2xx {evidence['non_2xx']}, answered {evidence['requests']}, audited {recorded}, "
+                f"server CPU {evidence_cpu_us:.0f} us/request"
             )
             steady_rss = server.rss_mb()
 
@@ -438,6 +459,15 @@ def _run(home: Path, seconds: int, subjects: int) -> list[dict]:
             evidence["p99_ms"] / baseline["p99_ms"] if baseline["p99_ms"] else None,
         ),
         _metric("api.baseline_rps", baseline["rps"], "req/s", rows),
+        # CPU per answer (all server processes): far less sensitive to a busy machine than req/s.
+        _metric(
+            "api.evidence_server_cpu_us",
+            evidence_cpu_us,
+            "us/req",
+            rows,
+            baseline_cpu_us,
+            evidence_cpu_us / baseline_cpu_us if baseline_cpu_us else None,
+        ),
         _metric("api.evidence_vs_baseline_ratio", ratio, "ratio", rows, baseline["rps"], ratio),
         _metric("api.server_rss_mb", peak_rss, "MB", rows),
         _metric("api.audit_lost", float(lost_run + lost_kill), "requests", rows),
