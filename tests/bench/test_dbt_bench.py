@@ -1,0 +1,46 @@
+"""The dbt bench's day 2: day 1 linked as is, about 1 % of rows changed (updated_at only), nothing else touched."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("dbt_bench", REPO / "bench" / "dbt_bench.py")
+dbt_bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(dbt_bench)
+
+DAY1, DAY2 = "2026-11-01", "2026-11-02"
+N = 20_000
+
+
+def test_day_two_changes_about_one_percent_of_rows(tmp_path):
+    big, home = tmp_path / "big", tmp_path / "bench"
+    part = big / "validated" / "mois" / "residents" / f"ds={DAY1}"
+    part.mkdir(parents=True)
+    stamp = dt.datetime(2026, 10, 31, 12)
+    pq.write_table(pa.table({
+        "resident_id": pa.array(range(N), pa.int64()),
+        "sigungu_code": pa.array(["11110"] * N),
+        "updated_at": pa.array([stamp] * N, pa.timestamp("us")),
+    }), part / "part-0.parquet")  # fmt: skip
+
+    changed = dbt_bench.prepare_home(big, home, DAY1, DAY2)
+
+    day1 = home / "validated" / "mois" / "residents" / f"ds={DAY1}"
+    assert day1.is_symlink() and day1.resolve() == part.resolve()
+    assert set(changed) == {"mois.residents"}  # entities without a day-1 partition are skipped
+    day2 = home / "validated" / "mois" / "residents" / f"ds={DAY2}" / "part-0.parquet"
+    with duckdb.connect() as con:
+        rows, bumped, other = con.execute(
+            f"select count(*), count_if(updated_at = timestamp '2026-11-01 12:00:00'), "
+            f"count_if(sigungu_code <> '11110') from '{day2}'"
+        ).fetchone()
+    assert rows == N and other == 0
+    assert bumped == changed["mois.residents"]
+    assert 0.005 * N < bumped < 0.02 * N
