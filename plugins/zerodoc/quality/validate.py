@@ -118,14 +118,16 @@ def validate_partition(
     try:
         with staged_dir(run_dir) as stage:
             db = _Scratch(scratch / "batch.duckdb")
-            extracted = db.load(raw_path)
-            started = time.perf_counter()
-            gx_counts = _run_gx(suite, db, stage / "data_docs", run_id, logical_date)
-            db.timings["gx"] = time.perf_counter() - started
-            checks, reason_counts, passed, quarantined, samples = db.split(
-                suite, validated_dir, quarantine_dir, gx_counts
-            )
-            db.close()
+            try:  # the in-memory database lives until its last connection closes, failure or not
+                extracted = db.load(raw_path)
+                started = time.perf_counter()
+                gx_counts = _run_gx(suite, db, stage / "data_docs", run_id, logical_date)
+                db.timings["gx"] = time.perf_counter() - started
+                checks, reason_counts, passed, quarantined, samples = db.split(
+                    suite, validated_dir, quarantine_dir, gx_counts
+                )
+            finally:
+                db.close()
 
             gate_passed, gate_message = _gate(suite, checks, run_dir / "report.html")
             summary = {
