@@ -43,3 +43,26 @@ def test_next_day_sends_only_the_newly_eligible(zerodoc_home):
     r = send_new_notifications(cfg)
     assert (r.sent, r.outbox.name) == (1, "2026-11-02.jsonl")
     assert json.loads(r.outbox.read_text())["notification_id"] == "n3"
+
+
+def test_crash_between_outbox_and_ledger_sends_nothing_twice(zerodoc_home, monkeypatch):
+    """A kill after the outbox write but before the ledger write: the retry must not repeat a line."""
+    import zerodoc.publish.notify as notify
+
+    cfg = settings()
+    _publish(cfg, "2026-11-01.a", "2026-11-01", [("n1", "p1", "2026-11-01"), ("n2", "p2", "2026-11-01")])
+
+    def killed(*_a, **_k):
+        raise KeyboardInterrupt("killed between outbox and ledger")
+
+    monkeypatch.setattr(notify, "write_json_atomic", killed)
+    try:
+        send_new_notifications(cfg)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    retry = send_new_notifications(cfg)
+    ids = [json.loads(x)["notification_id"] for x in retry.outbox.read_text().splitlines()]
+    assert ids == ["n1", "n2"]
+    assert (retry.sent, retry.already_sent) == (0, 2)
+    assert set(json.loads((notify.notifications_dir(cfg) / "sent.json").read_text())) == {"n1", "n2"}

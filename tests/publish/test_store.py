@@ -50,3 +50,35 @@ def test_retention_keeps_current_and_newest(zerodoc_home):
     removed = apply_retention("income_v1", 3, cfg)
     assert removed == ["2026-11-02.v", "2026-11-03.v"]
     assert store.list_versions("income_v1", cfg) == ["2026-11-01.v", "2026-11-04.v", "2026-11-05.v"]
+
+
+def test_crash_between_history_and_current_keeps_the_history_line(zerodoc_home, monkeypatch):
+    """History is written first: a kill before CURRENT moves leaves one line, and the retry neither
+    loses it nor writes it twice; a line torn by a kill mid-append does not break the next one."""
+    cfg = settings()
+    for v in ("2026-11-01.aaa", "2026-11-02.bbb"):
+        d = store.dataset_dir("income_v1", cfg) / "versions" / v
+        d.mkdir(parents=True)
+        (d / "metadata.json").write_text(json.dumps({"version": v}))
+    store.switch_current("income_v1", "2026-11-01.aaa", "publish", cfg)
+    hist = store.dataset_dir("income_v1", cfg) / "HISTORY.jsonl"
+    with hist.open("a") as fh:
+        fh.write('{"version": "torn')  # a previous append killed mid-write
+
+    def killed(*_a, **_k):
+        raise KeyboardInterrupt("killed before CURRENT moved")
+
+    monkeypatch.setattr(store, "write_json_atomic", killed)
+    try:
+        store.switch_current("income_v1", "2026-11-02.bbb", "publish", cfg)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    assert store.current("income_v1", cfg).version == "2026-11-01.aaa"
+    store.switch_current("income_v1", "2026-11-02.bbb", "publish", cfg)  # the retry
+    assert store.current("income_v1", cfg).version == "2026-11-02.bbb"
+    lines = hist.read_text().splitlines()
+    parsed = [json.loads(x) for x in lines if not x.startswith('{"version": "torn')]
+    assert [(r["version"], r["previous"]) for r in parsed] == [
+        ("2026-11-01.aaa", None), ("2026-11-02.bbb", "2026-11-01.aaa")]
+    assert len(lines) == 3  # the torn fragment stays on its own line, untouched

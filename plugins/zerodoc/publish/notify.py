@@ -2,9 +2,9 @@
 
 Reads the CURRENT `benefit_notifications_v1` version, keeps the rows that became eligible on
 that version's `as_of`, and appends those whose `notification_id` is not yet in the sent
-ledger to the outbox. The ledger is updated atomically after the outbox, so a crash between
-the two re-sends nothing already in the ledger and at worst repeats the last unconfirmed batch
-to the outbox file for that date, which is rewritten whole (never appended twice).
+ledger to the outbox. The outbox file for a date is rewritten whole and atomically, then the
+ledger; a crash between the two is recovered on the retry, which counts every id already in
+the outbox as sent (and records it in the ledger), so nothing is written to the outbox twice.
 """
 
 from __future__ import annotations
@@ -51,9 +51,12 @@ def send_new_notifications(cfg: Settings | None = None) -> NotifyResult:
                                    "eligible_on"])
     rows = [r for r in table.to_pylist() if str(r["eligible_on"]) == as_of]
     ledger = _ledger(cfg)
-    fresh = [r for r in rows if r["notification_id"] not in ledger]
     outbox = notifications_dir(cfg) / "outbox" / f"{as_of}.jsonl"
-    previous = outbox.read_text().splitlines() if outbox.exists() else []
+    previous = [line for line in (outbox.read_text().splitlines() if outbox.exists() else []) if line]
+    for line in previous:  # in the outbox but not the ledger: a crash came between the two writes
+        sent = json.loads(line)
+        ledger.setdefault(sent["notification_id"], sent["dataset_version"])
+    fresh = [r for r in rows if r["notification_id"] not in ledger]
     lines = previous + [
         json.dumps({"notification_id": r["notification_id"], "recipient_pseudonym": r["subject_pseudonym"],
                     "programme": r["programme"], "rule_id": r["rule_id"], "reason": r["reason"],

@@ -12,6 +12,7 @@ Layout under ``$ZERODOC_HOME/published/<dataset>/``::
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,37 @@ def switch_current(dataset: str, version: str, reason: str, cfg: Settings | None
         previous = json.loads((root / "CURRENT.json").read_text())["version"]
     except FileNotFoundError:
         pass
+    record = {"version": version, "previous": previous, "reason": reason}
+    # The history line goes first and is fsync'd: a crash between the two writes then leaves a
+    # line whose switch the retry completes, never a switch with no line (the retry would see
+    # the version already current and not log it). A retry does not log the same switch twice.
+    if _last_history(root) != record:
+        _append_history(root, record)
     write_json_atomic(root / "CURRENT.json", {"version": version})
-    with open(root / "HISTORY.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"version": version, "previous": previous, "reason": reason}) + "\n")
+
+
+def _last_history(root: Path) -> dict | None:
+    try:
+        lines = (root / "HISTORY.jsonl").read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill mid-append; the next append starts on a new line
+    return None
+
+
+def _append_history(root: Path, record: dict) -> None:
+    path = root / "HISTORY.jsonl"
+    with open(path, "a+b") as fh:
+        fh.seek(0, os.SEEK_END)
+        prefix = b""
+        if fh.tell():
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                prefix = b"\n"
+        fh.write(prefix + json.dumps(record, ensure_ascii=False).encode() + b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
