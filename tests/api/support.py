@@ -101,7 +101,7 @@ def body(**over) -> dict:
 
 
 def victim_table(key: bytes, as_of: date = date(2025, 6, 30)) -> pa.Table:
-    """A tiny stand-in for the shared victim_support_eligibility_v1 (built by another issue)."""
+    """A tiny stand-in for the shared victim_support_eligibility_v1 (same columns as the dbt mart)."""
     a = pseudonymize(ALICE, key)
     inputs = json.dumps({"victim_case_id": "VC-2025-0001", "household_income_ratio": 0.42})
     cols: dict = {"subject_pseudonym": [a]}
@@ -114,6 +114,7 @@ def victim_table(key: bytes, as_of: date = date(2025, 6, 30)) -> pa.Table:
     ):
         cols[f"{area}_eligible"] = [eligible]
         cols[f"{area}_rule_id"] = [f"{area}.r1"]
+        cols[f"{area}_reason"] = [None if eligible else "household_income_above_ceiling"]
     cols["inputs"] = [inputs]
     cols["as_of"] = [as_of]
     return pa.table(cols)

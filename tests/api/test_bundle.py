@@ -49,11 +49,13 @@ def test_503_until_the_dataset_is_published_then_answers(client, keys, published
     ev = answer["evidence"]
     assert answer["status"] == "ok" and ev["evidence_type"] == "crime_victim_support_bundle"
     assert ev["areas"] == {
-        "legal_aid": {"eligible": True, "rule_id": "legal_aid.r1"},
-        "relief_fund": {"eligible": True, "rule_id": "relief_fund.r1"},
-        "emergency_livelihood": {"eligible": False, "rule_id": "emergency_livelihood.r1"},
-        "employment_support": {"eligible": True, "rule_id": "employment_support.r1"},
-        "financial_support": {"eligible": False, "rule_id": "financial_support.r1"},
+        "legal_aid": {"eligible": True, "rule_id": "legal_aid.r1", "reason": None},
+        "relief_fund": {"eligible": True, "rule_id": "relief_fund.r1", "reason": None},
+        "emergency_livelihood": {"eligible": False, "rule_id": "emergency_livelihood.r1",
+                                 "reason": "household_income_above_ceiling"},
+        "employment_support": {"eligible": True, "rule_id": "employment_support.r1", "reason": None},
+        "financial_support": {"eligible": False, "rule_id": "financial_support.r1",
+                              "reason": "household_income_above_ceiling"},
     }
     assert ev["inputs"] == {"victim_case_id": "VC-2025-0001", "household_income_ratio": 0.42}
     assert ev["dataset_version"] == "20260101T000000" and ev["validation_run_ids"]

@@ -97,3 +97,23 @@ def test_needs_document_only_after_consent(quarantined_bob, keys):
             headers=bearer(keys["welfare-portal"]),
         )
     assert r.status_code == 403 and r.json()["error"]["code"] == "consent_missing"
+
+
+def test_a_quarantined_victim_case_asks_for_the_paper_confirmation(published, keys, consents):
+    """Police cases carry the ID as victim_rrn: a quarantined case still marks that person only."""
+    from datetime import date
+
+    from .support import CONSENTS, publish, victim_table
+
+    publish(published, "victim_support_eligibility_v1", "20250630T000000", victim_table(published.pseudonym_key,
+                                                                                       date(2025, 6, 30)))
+    _quarantine(published, "police", "crime_victim_cases",
+                pa.table({"case_id": [3], "victim_rrn": [ALICE.replace("-", "")], "_reasons": _reasons(1)}))
+    h = bearer(keys["victim-support-center"])
+    with TestClient(create_app(published, rate_per_sec=0)) as c:
+        r = c.post("/v1/bundles/crime-victim-support", headers=h, json={
+            "subject_id": ALICE, "purpose": "crime_victim_support",
+            "consent_id": CONSENTS[(ALICE, "crime_victim_support")]})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["status"], answer["document"]) == ("needs_document", "crime victim confirmation (범죄피해자 확인서)")

@@ -44,7 +44,7 @@ def test_repository_policy_grants_exactly_the_demo_consumers():
         ("victim-support-center", "victim_support_eligibility_v1", "crime_victim_support"): tuple(
             f"{area}_{suffix}"
             for area in ("legal_aid", "relief_fund", "emergency_livelihood", "employment_support", "financial_support")
-            for suffix in ("eligible", "rule_id")
+            for suffix in ("eligible", "rule_id", "reason")
         )
         + ("inputs",),
         ("youth-account-service", "youth_leap_eligibility_v1", "youth_leap_account_eligibility"): (

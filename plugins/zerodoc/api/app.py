@@ -521,11 +521,12 @@ class EvidenceService:
             raise ApiError(404, "subject_not_found", "no crime-victim support record for this subject")
         granted = set(grant.fields)
         areas: dict[str, Any] = {}
-        for area, (eligible_col, rule_col) in VICTIM_SUPPORT_AREAS.items():
+        for area, (eligible_col, rule_col, reason_col) in VICTIM_SUPPORT_AREAS.items():
             if eligible_col in granted:
                 areas[area] = {
                     "eligible": row[eligible_col],
                     "rule_id": row.get(rule_col) if rule_col in granted else None,
+                    "reason": row.get(reason_col) if reason_col in granted else None,
                 }
         evidence = {**envelope, "areas": areas}
         if "inputs" in granted:

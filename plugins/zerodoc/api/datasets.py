@@ -22,10 +22,11 @@ FALLBACK_DOCUMENTS: dict[str, str] = {
     "youth_leap_eligibility_v1": "income certificate (소득금액증명) and household certificate (주민등록표 등본)",
 }
 
-# The one-stop crime-victim bundle: support area -> (eligibility column, rule id column).
+# The one-stop crime-victim bundle: support area -> (eligibility, rule id, reason columns); the
+# reason is the first condition that failed (null when eligible), so each part explains itself.
 VICTIM_SUPPORT_DATASET = "victim_support_eligibility_v1"
-VICTIM_SUPPORT_AREAS: dict[str, tuple[str, str]] = {
-    area: (f"{area}_eligible", f"{area}_rule_id")
+VICTIM_SUPPORT_AREAS: dict[str, tuple[str, str, str]] = {
+    area: (f"{area}_eligible", f"{area}_rule_id", f"{area}_reason")
     for area in ("legal_aid", "relief_fund", "emergency_livelihood", "employment_support", "financial_support")
 }
 

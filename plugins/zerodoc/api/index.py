@@ -166,8 +166,9 @@ def quarantined_pseudonyms(dataset: str, published_for: str | None, cfg: Setting
             continue
         cols = set(pq.read_schema(path).names)
         src = f"read_parquet({_sql_literal(str(path))})"
-        if "rrn" in cols:
-            parts.append(f"SELECT zd_pseudonym(rrn) AS p FROM {src} WHERE rrn IS NOT NULL")
+        id_cols = sorted(c for c in cols if c == "rrn" or c.endswith("_rrn"))  # e.g. police cases: victim_rrn
+        if id_cols:
+            parts += [f"SELECT zd_pseudonym({c}) AS p FROM {src} WHERE {c} IS NOT NULL" for c in id_cols]
         elif "household_id" in cols:
             residents = [
                 cfg.validated_dir / agency / "residents" / f"ds={published_for}" / "part-0.parquet",
