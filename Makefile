@@ -10,7 +10,7 @@ export ZERODOC_HOME ?= $(CURDIR)/var
 PERSONS ?= 10000000
 RUN_PERSONS ?= 20000
 SEED ?= 42
-SECTIONS ?= e2e,validate,api,extract
+SECTIONS ?= e2e,validate,api,extract,dbt,faults,cluster
 
 .PHONY: help setup run test test-ui bench lint serve cluster-up cluster-down clean
 
@@ -46,7 +46,7 @@ lint: setup ## ruff (with Airflow rules)
 test-ui: setup ## Browser tests only: pipeline, airflow standalone, headless Chromium; screenshots in test-artifacts/ui/
 	set -a; . ./.env; set +a; $(BIN)/pytest tests/ui -m e2e
 
-bench: setup ## Benchmarks at national scale (PERSONS=10000000, SECTIONS=e2e,validate,api,extract); writes bench/results/latest.json
+bench: setup ## Benchmarks at national scale (PERSONS=10000000, SECTIONS=e2e,validate,api,extract,dbt,faults,cluster); writes bench/results/latest.json
 	set -a; . ./.env; set +a; $(BIN)/python bench/run.py --persons $(PERSONS) --seed $(SEED) --sections $(SECTIONS)
 
 serve: setup ## Start the evidence API on 127.0.0.1:8000

@@ -148,18 +148,19 @@ def metric(name, value, unit, baseline, scale, target=None, higher_is_better=Fal
             "target": target, "meets_target": meets}
 
 
-SECTIONS = ("e2e", "validate", "api", "extract", "dbt")
+SECTIONS = ("e2e", "validate", "api", "extract", "dbt", "faults", "cluster")
 
 
 def _section(name: str, results: list[dict], fn) -> None:
     """Run one benchmark section; a failure is recorded, not allowed to lose the others' figures."""
     log(f"— section {name} —")
     try:
-        results.extend(fn())
+        results.extend({**r, "section": name} for r in fn())
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - reported in the results file
         log(f"section {name} FAILED: {exc}")
         results.append({"name": f"{name}.failed", "value": 1, "unit": "error", "baseline": None, "ratio": None,
-                        "scale": None, "target": 0, "meets_target": False, "error": str(exc)[:500]})
+                        "scale": None, "target": 0, "meets_target": False, "error": str(exc)[:500],
+                        "section": name})
 
 
 def e2e_section(big: Path, small: Path, persons: int, seed: int) -> list[dict]:
@@ -228,6 +229,43 @@ def dbt_section(big: Path, persons: int, seed: int, reps: int) -> list[dict]:
     return run_dbt_bench(big, persons, BENCH_DS, env_for, measured, metric, log, prepare_airflow, reps=reps)
 
 
+def faults_section(home: Path, trials: int, seed: int) -> list[dict]:
+    """The kill -9 soak: the test suite runs 20 trials; the bench runs more, same code."""
+    from zerodoc.orchestration.faults import run_fault_trials
+
+    report = run_fault_trials(trials, seed, home / "faults", log=log)
+    (home / "faults" / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    log(f"fault report: {home / 'faults' / 'report.json'}")
+    return [
+        metric("faults.trials", report["faults.trials"], "kills", None, report["persons"], target=20,
+               higher_is_better=True),
+        metric("faults.torn_reads", report["faults.torn_reads"], "reads", None, report["reads"], target=0),
+        metric("faults.output_mismatches", report["faults.output_mismatches"], "runs", None, report["runs"],
+               target=0),
+    ]
+
+
+def cluster_section(home: Path, persons: int, seed: int) -> list[dict]:
+    """cluster.speedup_2_workers: the pipeline on CeleryExecutor with two workers vs one (≤1M persons)."""
+    from zerodoc.orchestration.cluster import speedup_2_workers
+
+    n = min(persons, 1_000_000)
+    r = speedup_2_workers(n, seed, home / "cluster", log=log)
+    return [metric("cluster.speedup_2_workers", r["cluster.speedup_2_workers"], "x", 1.0, n),
+            metric("cluster.one_worker_seconds", r["one_worker_s"], "s", None, n),
+            metric("cluster.two_workers_seconds", r["two_workers_s"], "s", r["one_worker_s"], n)]
+
+
+def merge_results(previous: list[dict], fresh: list[dict], sections: list[str]) -> list[dict]:
+    """latest.json keeps every section's last measurement: a run of some sections replaces only those."""
+    def section_of(r: dict) -> str:  # entries written before sections were recorded: by name
+        prefix = r["name"].split(".", 1)[0]
+        return r.get("section") or {"dag": "e2e", "orchestration": "dbt"}.get(prefix, prefix)
+
+    kept = [r for r in previous if section_of(r) not in sections]
+    return kept + fresh
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--persons", type=int, default=10_000_000)
@@ -235,6 +273,7 @@ def main() -> None:
     ap.add_argument("--sections", default=",".join(SECTIONS),
                     help=f"comma-separated subset of {', '.join(SECTIONS)}")
     ap.add_argument("--dbt-reps", type=int, default=2, help="repetitions of each dbt measurement")
+    ap.add_argument("--fault-trials", type=int, default=40, help="kill -9 trials in the faults soak")
     ap.add_argument("--results-dir", type=Path, default=RESULTS, help="where latest.json and the dated copy go")
     ap.add_argument("--home", type=Path, default=Path(os.environ.get("ZERODOC_BENCH_HOME", REPO / "var" / "bench")))
     args = ap.parse_args()
@@ -258,10 +297,18 @@ def main() -> None:
         _section("extract", results, lambda: extract_section(args.home, args.persons))
     if "dbt" in sections:
         _section("dbt", results, lambda: dbt_section(big, args.persons, args.seed, args.dbt_reps))
+    if "faults" in sections:
+        _section("faults", results, lambda: faults_section(args.home, args.fault_trials, args.seed))
+    if "cluster" in sections:
+        _section("cluster", results, lambda: cluster_section(args.home, args.persons, args.seed))
+    stamp_now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    for r in results:
+        r["measured_at"] = stamp_now
 
     out_dir = args.results_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps(results, indent=2, default=str) + "\n"
+    previous = json.loads((out_dir / "latest.json").read_text()) if (out_dir / "latest.json").exists() else []
+    payload = json.dumps(merge_results(previous, results, sections), indent=2, default=str) + "\n"
     (out_dir / "latest.json").write_text(payload)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     (out_dir / f"run-{stamp}.json").write_text(payload)
