@@ -39,10 +39,12 @@ def test_api_bench_at_tiny_scale(zerodoc_home, monkeypatch):
         "api.evidence_vs_baseline_ratio",
         "api.server_rss_mb",
         "api.audit_lost",
+        "api.evidence_server_cpu_us",
     }
     for m in metrics:
         assert set(m) == {"name", "value", "unit", "baseline", "ratio", "scale", "target", "meets_target"}
     assert by_name["api.evidence_rps"]["value"] > 0 and by_name["api.baseline_rps"]["value"] > 0
     assert by_name["api.audit_lost"]["value"] == 0
     assert by_name["api.server_rss_mb"]["value"] > 0
+    assert by_name["api.evidence_server_cpu_us"]["value"] > 0
     json.dumps(metrics)  # plain JSON for bench/results
