@@ -185,9 +185,16 @@ def e2e_section(big: Path, small: Path, persons: int, seed: int) -> list[dict]:
     return results
 
 
-def validate_section(big: Path, persons: int) -> list[dict]:
+def validate_section(big: Path, persons: int, seed: int) -> list[dict]:
     sys.path.insert(0, str(REPO / "bench"))
     from validate_bench import run_validate_bench
+
+    if not list((big / "raw" / "mois" / "residents").glob("ds=*/part-0.parquet")):
+        ensure_sources(big, persons, seed)
+        log("no raw residents partition yet: extracting it (not timed)")
+        code = ("from zerodoc.sources.extract import extract\n"
+                f"print(extract('mois.residents', {BENCH_DS!r}))\n")
+        subprocess.run([sys.executable, "-c", code], env=env_for(big), check=True, capture_output=True)
 
     return run_validate_bench(persons, big)
 
@@ -290,7 +297,7 @@ def main() -> None:
     if "e2e" in sections:
         _section("e2e", results, lambda: e2e_section(big, small, args.persons, args.seed))
     if "validate" in sections:
-        _section("validate", results, lambda: validate_section(big, args.persons))
+        _section("validate", results, lambda: validate_section(big, args.persons, args.seed))
     if "api" in sections:
         _section("api", results, lambda: api_section(big, args.persons))
     if "extract" in sections:
