@@ -9,7 +9,7 @@
         unique_key='enrolment_id',
         on_schema_change='fail',
         post_hook=[
-            "{% if is_incremental() %}delete from {{ this }} where enrolment_id not in (select cast(enrolment_id as bigint) from {{ source('moel', 'employment_insurance') }}){% endif %}"
+            "{{ delete_vanished_rows('enrolment_id', source('moel', 'employment_insurance')) }}"
         ]
     )
 }}
@@ -24,14 +24,7 @@ source as (
 
 changed as (
 
-    select source.*
-    from source
-    {% if is_incremental() %}
-    left join {{ this }} as current_rows
-        on cast(source.enrolment_id as bigint) = current_rows.enrolment_id
-        and cast(source.updated_at as timestamp) = current_rows.updated_at
-    where current_rows.enrolment_id is null
-    {% endif %}
+    {{ changed_rows('source', 'enrolment_id') }}
 
 ),
 

@@ -12,7 +12,7 @@
         unique_key='resident_id',
         on_schema_change='fail',
         post_hook=[
-            "{% if is_incremental() %}delete from {{ this }} where resident_id not in (select cast(resident_id as bigint) from {{ source('mois', 'residents') }}){% endif %}"
+            "{{ delete_vanished_rows('resident_id', source('mois', 'residents')) }}"
         ]
     )
 }}
@@ -27,14 +27,7 @@ source as (
 
 changed as (
 
-    select source.*
-    from source
-    {% if is_incremental() %}
-    left join {{ this }} as current_rows
-        on cast(source.resident_id as bigint) = current_rows.resident_id
-        and cast(source.updated_at as timestamp) = current_rows.updated_at
-    where current_rows.resident_id is null
-    {% endif %}
+    {{ changed_rows('source', 'resident_id') }}
 
 ),
 

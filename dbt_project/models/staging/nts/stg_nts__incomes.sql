@@ -10,7 +10,7 @@
         unique_key='income_id',
         on_schema_change='fail',
         post_hook=[
-            "{% if is_incremental() %}delete from {{ this }} where income_id not in (select cast(income_id as bigint) from {{ source('nts', 'income') }}){% endif %}"
+            "{{ delete_vanished_rows('income_id', source('nts', 'income')) }}"
         ]
     )
 }}
@@ -25,14 +25,7 @@ source as (
 
 changed as (
 
-    select source.*
-    from source
-    {% if is_incremental() %}
-    left join {{ this }} as current_rows
-        on cast(source.income_id as bigint) = current_rows.income_id
-        and cast(source.updated_at as timestamp) = current_rows.updated_at
-    where current_rows.income_id is null
-    {% endif %}
+    {{ changed_rows('source', 'income_id') }}
 
 ),
 
