@@ -231,7 +231,8 @@ def test_operator_and_auditor_pages_in_a_real_browser(airflow_ui, browser):
         token = next(c["value"] for c in ctx.cookies() if c["name"] == "_token")
         api = {"Authorization": f"Bearer {token}"}
         runs = ctx.request.get(f"{base}/api/v2/dags/ingest_mois/dagRuns", headers=api).json()["dag_runs"]
-        run_id = runs[0]["dag_run_id"]
+        # The standalone scheduler may have started runs of its own: take the pipeline's run of DS.
+        run_id = next(r["dag_run_id"] for r in runs if (r.get("logical_date") or "").startswith(DS))
         links = ctx.request.get(f"{base}/api/v2/dags/ingest_mois/dagRuns/{run_id}/taskInstances/{task_id}/links",
                                 headers=api).json()["extra_links"]
         link = links["ZeroDoc audit"]

@@ -10,6 +10,7 @@ left, and no orphans remain.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -253,8 +254,15 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _wait_groups(pids: dict[str, int], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_group_alive(p) for p in pids.values()):
+        time.sleep(0.5)
+
+
 def down(cfg: Settings, grace: float = 45.0, log=print) -> list[str]:
-    """SIGINT every process group (Airflow's clean shutdown), then SIGKILL stragglers. Returns killed names."""
+    """SIGINT every process group (Airflow's clean shutdown), then SIGTERM, then SIGKILL stragglers.
+    Returns the names that needed SIGKILL."""
     path = _pids_file(cfg)
     if not path.exists():
         log("cluster is not running")
@@ -266,15 +274,29 @@ def down(cfg: Settings, grace: float = 45.0, log=print) -> list[str]:
             log(f"SIGINT → {name} (process group {pid})")
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_group_alive(p) for p in pids.values()):
-        time.sleep(0.5)
+    # Airflow's dag-processor can lose a SIGINT: its handler raises SystemExit, and when the signal
+    # lands while logging releases its lock, Python swallows it ("Exception ignored in
+    # _releaseLock") and the manager keeps parsing. So: SIGINT again after a while, then SIGTERM to
+    # the whole group (no child is orphaned: the group gets it), and SIGKILL only as the last resort.
+    _wait_groups(pids, min(15.0, grace / 3))
+    for name, pid in pids.items():
+        if _group_alive(pid):
+            log(f"SIGINT again → {name}: still running")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGINT)
+    _wait_groups(pids, grace - min(15.0, grace / 3))
+    for name, pid in pids.items():
+        if _group_alive(pid):
+            log(f"SIGTERM → {name} (process group {pid}): SIGINT did not stop it within {grace:.0f}s")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+    _wait_groups(pids, 15.0)
     killed = []
     for name, pid in pids.items():
         if _group_alive(pid):
             os.killpg(pid, signal.SIGKILL)
             killed.append(name)
-            log(f"SIGKILL → {name}: did not stop within {grace:.0f}s")
+            log(f"SIGKILL → {name}: did not stop on SIGINT or SIGTERM")
     path.unlink()
     return killed
 
