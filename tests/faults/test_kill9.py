@@ -26,8 +26,8 @@ def test_kill9_mid_stage_never_tears_or_changes_the_published_output(tmp_path: P
 
     assert report["faults.trials"] == TRIALS >= 20
     assert set(report["per_stage"]) == set(STAGES), report["per_stage"]
-    # Most kills must land inside the stage's work, or the suite proves nothing.
-    assert report["kills_landed"] >= 0.75 * TRIALS, report["trial_log"]
+    # Every counted trial is a kill mid-stage (a kill arriving after the stage ended is re-aimed).
+    assert report["kills_landed"] == TRIALS, report["trial_log"]
     # The reader really watched CURRENT switch between the two dates' versions.
     assert report["reads"] > 100 and all(len(v) == 2 for v in report["versions_seen"].values()), report
     assert report["faults.torn_reads"] == 0, report["torn_examples"]

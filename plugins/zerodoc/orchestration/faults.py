@@ -311,6 +311,7 @@ class FaultReport:
     persons: int
     trials: int = 0
     kills_landed: int = 0
+    missed_kills: int = 0  # kills that arrived after the stage ended (re-aimed earlier, not trials)
     runs: int = 0
     torn_reads: int = 0
     reads: int = 0
@@ -342,6 +343,7 @@ def prepare(home: Path, persons: int, seed: int) -> None:
 
 
 MAX_KILLS_PER_TASK = 2  # the DAGs' retries: the third attempt must be allowed to finish
+MISSED_KILL_RETRIES = 4  # a kill that came too late is re-aimed at half the delay, this many times
 
 
 def plan_runs(n: int, rng: random.Random) -> list[dict[str, int]]:
@@ -400,6 +402,16 @@ def run_fault_trials(n: int, seed: int, home: Path | str, persons: int = 2000,
                         # Within the last clean duration of this stage, measured under the same conditions.
                         delay = rng.uniform(0.05, 0.85) * recent[stage]
                         landed = pool.kill_after(stage, ds, delay)
+                        for _ in range(MISSED_KILL_RETRIES):
+                            if landed:
+                                break
+                            # The stage finished before the kill (it ran faster this time): that
+                            # attempt is a clean run, not a trial; aim earlier at the same stage.
+                            log(f"kill -9 {stage} {ds} at {delay:.2f}s arrived after the stage ended; "
+                                f"aiming earlier")
+                            report.missed_kills += 1
+                            delay *= 0.5
+                            landed = pool.kill_after(stage, ds, delay)
                         trial = Trial(report.trials + 1, run_no, stage, ds, round(delay, 3), landed)
                         report.trial_log.append(asdict(trial))
                         report.trials += 1
