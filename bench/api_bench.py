@@ -373,16 +373,11 @@ def run_api_bench(
 
     With `persons`, a home with nothing published gets the sources and a pipeline run first.
     """
-    saved = {k: os.environ.get(k) for k in ("ZERODOC_HOME", "ZERODOC_ACCESS_POLICY")}
-    try:
+    from zerodoc.config import restored_environ
+
+    with restored_environ("ZERODOC_HOME", "ZERODOC_ACCESS_POLICY"):
         ensure_published(Path(home).resolve(), persons)
         return _run(Path(home).resolve(), seconds, subjects)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _run(home: Path, seconds: int, subjects: int) -> list[dict]:

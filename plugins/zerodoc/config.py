@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -89,3 +91,17 @@ def pseudonym_key_from_env() -> bytes:
 
 def settings() -> Settings:
     return Settings.from_env()
+
+
+@contextmanager
+def restored_environ(*keys: str) -> Iterator[None]:
+    """Put `keys` of os.environ back as they were (set or unset) when the block ends."""
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

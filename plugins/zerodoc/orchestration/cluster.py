@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from zerodoc.config import REPO_ROOT, Settings
+from zerodoc.config import REPO_ROOT, Settings, restored_environ
 from zerodoc.fsutil import write_json_atomic
 
 
@@ -394,9 +394,8 @@ def speedup_2_workers(persons: int, seed: int, home: Path | str, timeout: float 
     if not expected.exists() or json.loads(expected.read_text()).get("persons") != persons:
         shutil.rmtree(sources, ignore_errors=True)
         write_expected(generate(persons, seed, sources), template)
-    saved = {k: os.environ.get(k) for k in ("ZERODOC_HOME", "ZERODOC_CLUSTER_WORKERS", "ZERODOC_AIRFLOW_DB")}
     legs: dict[int, dict] = {}
-    try:
+    with restored_environ("ZERODOC_HOME", "ZERODOC_CLUSTER_WORKERS", "ZERODOC_AIRFLOW_DB"):
         for n in (1, 2):
             leg_home = home / f"workers-{n}"
             shutil.rmtree(leg_home, ignore_errors=True)
@@ -418,12 +417,6 @@ def speedup_2_workers(persons: int, seed: int, home: Path | str, timeout: float 
                 raise RuntimeError(f"{n} worker(s): the pipeline did not complete: {result}")
             legs[n] = {"seconds": round(seconds, 1), "ran_on": sorted(set(result["ran_on"].values()))}
             log(f"{n} worker(s): {seconds:.1f}s")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return {"cluster.speedup_2_workers": round(legs[1]["seconds"] / legs[2]["seconds"], 3),
             "persons": persons, "one_worker_s": legs[1]["seconds"], "two_workers_s": legs[2]["seconds"],
             "legs": legs}

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from zerodoc.config import Settings
+from zerodoc.config import Settings, restored_environ
 
 MART_SCHEMA = "shared"
 PARQUET_ROW_GROUP_SIZE = 122_880
@@ -89,16 +89,9 @@ def log_dir(cfg: Settings) -> Path:
 @contextmanager
 def _env(**values: str) -> Iterator[None]:
     """dbt's env_var() reads os.environ; set our values for the invocation and restore after."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
+    with restored_environ(*values):
+        os.environ.update(values)
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def run_dbt(args: list[str], ds: str, cfg: Settings | None = None) -> RunSummary:
