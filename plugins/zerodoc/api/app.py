@@ -51,7 +51,7 @@ from zerodoc.api.datasets import (
 from zerodoc.api.index import DatasetIndex, DatasetUnavailable, Snapshot
 from zerodoc.api.policy import Grant, load_policy, policy_path
 from zerodoc.api.signing import canonical_bytes, load_or_create_keys
-from zerodoc.audit.log import AuditError, AuditLog, read_records, verify_chain
+from zerodoc.audit.log import AuditError, Search, open_audit_log
 from zerodoc.config import Settings
 from zerodoc.config import settings as load_settings
 from zerodoc.privacy import contains_rrn, pseudonymize
@@ -243,7 +243,7 @@ class EvidenceService:
         self._keys_lock = threading.Lock()
         self.consumers = ConsumerRegistry(cfg)
         self.consents = ConsentRegistry(cfg)
-        self.audit = AuditLog(cfg.state_dir / "audit" / "evidence.log", group_commit=True)
+        self.audit = open_audit_log(cfg.state_dir, group_commit=True)  # PostgreSQL when configured
         rate = (
             rate_per_sec if rate_per_sec is not None else _env_float("ZERODOC_API_RATE_PER_SEC", DEFAULT_RATE_PER_SEC)
         )
@@ -632,25 +632,26 @@ class EvidenceService:
             until = utc_iso(parse_utc(body["until"])) if body.get("until") else None
         except (ConsentError, ValueError):
             raise ApiError(422, "invalid_request", "since/until must be ISO 8601 with a UTC offset") from None
-        entries = []
-        for rec in read_records(self.audit.path):
-            if subject is not None and rec.get("subject_pseudonym") != subject:
-                continue
-            if consumer.role == "citizen_service" and rec.get("path") not in SIGNED_ROUTES:
-                continue  # who looked at the citizen's data, not the consent bookkeeping
-            if body.get("consumer") is not None and rec.get("consumer") != body["consumer"]:
-                continue
-            if body.get("decision") is not None and rec.get("decision") != body["decision"]:
-                continue
-            ts = str(rec.get("ts", ""))
-            if (since and ts < since) or (until and ts >= until):
-                continue
-            entries.append({k: rec.get(k) for k in schemas.AccessLogEntry.model_fields})
-        entries = entries[-limit:][::-1]  # newest first
+        query = Search(
+            subject_pseudonym=subject,
+            consumer=body.get("consumer"),
+            decision=body.get("decision"),
+            since=since,
+            until=until,
+            # The citizen sees who looked at their data, not the consent bookkeeping.
+            paths=SIGNED_ROUTES if consumer.role == "citizen_service" else None,
+            limit=limit,
+        )
+        try:
+            found = self.audit.search(query)
+        except Exception as exc:  # noqa: BLE001 - e.g. PostgreSQL down; its text may name the host
+            log.error("access-log search failed: %s", type(exc).__name__)
+            raise ApiError(503, "audit_unavailable", "the audit log cannot be read; try again later") from None
+        entries = [{k: rec.get(k) for k in schemas.AccessLogEntry.model_fields} for rec in found]  # newest first
         return self.answer(ctx, {"entries": entries}, reason="access_log")
 
     def audit_verify_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> Outcome:
-        result = verify_chain(self.audit.path)
+        result = self.audit.verify()
         payload = {
             "ok": result.ok,
             "records": result.records,

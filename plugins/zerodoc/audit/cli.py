@@ -1,4 +1,4 @@
-"""`zerodoc audit verify`: check both tamper-evident logs, the evidence audit log and the validation log."""
+"""`zerodoc audit verify`: check the evidence audit log (file or PostgreSQL) and the validation log."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from typing import Annotated
 
 import typer
 
-from zerodoc.audit.log import verify_chain
+from zerodoc.audit.log import audit_dsn, verify_chain
+from zerodoc.audit.log import default_log_path as _log_path
 from zerodoc.config import settings
 
 
 def default_log_path() -> Path:
-    return settings().state_dir / "audit" / "evidence.log"
+    return _log_path(settings().state_dir)
 
 
 def default_validation_log_path() -> Path:
@@ -21,7 +22,16 @@ def default_validation_log_path() -> Path:
     return log_path(settings().reports_dir)
 
 
-def _check_evidence(path: Path | None) -> tuple[bool, str]:
+def _check_evidence(path: Path | None, dsn: str | None = None) -> tuple[bool, str]:
+    dsn = dsn or (None if path is not None else audit_dsn())
+    if dsn:
+        from zerodoc.audit.pg import PostgresAuditLog
+
+        pg = PostgresAuditLog(dsn)
+        result = pg.verify()
+        if not result.ok:
+            return False, f"evidence log   {pg.describe()}: BROKEN: {result.message}"
+        return True, f"evidence log   {pg.describe()}: OK: {result.message}; head hash {result.head_hash}"
     log = path or default_log_path()
     if path is None and not log.exists():
         # A fresh home that has served no evidence yet; a log named on the command line must exist.
@@ -50,6 +60,14 @@ def audit_verify(
         Path | None,
         typer.Argument(help="Evidence audit log to check (default: $ZERODOC_HOME/state/audit/evidence.log)."),
     ] = None,
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            "--dsn",
+            help="PostgreSQL audit log to check (default: $ZERODOC_AUDIT_DSN or $AIRFLOW_CONN_ZERODOC_AUDIT "
+            "when set and no PATH is given).",
+        ),
+    ] = None,
     validation_log: Annotated[
         Path | None,
         typer.Option(
@@ -60,7 +78,7 @@ def audit_verify(
 ) -> None:
     """Verify both hash chains (evidence served, validation runs); one line per log, exit 1 if either is broken."""
     broken = False
-    for ok, line in (_check_evidence(path), _check_validation(validation_log)):
+    for ok, line in (_check_evidence(path, dsn), _check_validation(validation_log)):
         typer.echo(line, err=not ok)
         broken = broken or not ok
     if broken:

@@ -14,6 +14,10 @@ one process are written by one writer thread as a batch under one lock and one f
 caller is released only after that fsync: the same durability, one fsync per batch instead of
 per request (an fsync costs milliseconds; a request's own work tens of microseconds).
 ``append_async`` lets an event loop await its record without parking a thread per request.
+
+This file is the embedded default. ``open_audit_log`` picks the PostgreSQL backend
+(``zerodoc.audit.pg``) instead when ZERODOC_AUDIT_DSN or AIRFLOW_CONN_ZERODOC_AUDIT is set; both
+share the group commit, the record format and the chain, so ``verify`` and ``search`` mean the same.
 """
 
 from __future__ import annotations
@@ -156,13 +160,73 @@ def _settle(pending: list[_Pending]) -> None:
             p.future.set_result(p.record)
 
 
-class AuditLog:
-    def __init__(self, path: Path, group_commit: bool = False):
-        self.path = Path(path)
+def chain(batch: list[dict[str, Any]], seq: int, prev_hash: str) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """Scrub, number, timestamp and chain a batch onto (seq, prev_hash): the records and their lines."""
+    records: list[dict[str, Any]] = []
+    lines: list[bytes] = []
+    for fields in batch:
+        record = _scrubbed(fields)
+        seq += 1
+        record["seq"] = seq
+        record["ts"] = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        record["prev_hash"] = prev_hash
+        line, prev_hash = _line_and_hash(record)
+        record["hash"] = prev_hash
+        records.append(record)
+        lines.append(line)
+    return records, lines
+
+
+@dataclass(frozen=True)
+class Search:
+    """An access-log query; every filter is optional. ``paths``: only records of these routes."""
+
+    subject_pseudonym: str | None = None
+    consumer: str | None = None
+    decision: str | None = None
+    since: str | None = None  # ISO 8601 UTC text, compared as text like the records' ts
+    until: str | None = None
+    paths: tuple[str, ...] | None = None
+    limit: int = 100
+
+    def matches(self, rec: dict[str, Any]) -> bool:
+        if self.subject_pseudonym is not None and rec.get("subject_pseudonym") != self.subject_pseudonym:
+            return False
+        if self.paths is not None and rec.get("path") not in self.paths:
+            return False
+        if self.consumer is not None and rec.get("consumer") != self.consumer:
+            return False
+        if self.decision is not None and rec.get("decision") != self.decision:
+            return False
+        ts = str(rec.get("ts", ""))
+        return not ((self.since and ts < self.since) or (self.until and ts >= self.until))
+
+
+class GroupCommitLog:
+    """The append side shared by the backends: validation, group commit, waking the callers.
+
+    A backend implements ``_write_batch`` (chain the batch onto the head and make it durable,
+    atomically), ``search`` and ``verify``.
+    """
+
+    def __init__(self, group_commit: bool = False):
         self._group = group_commit
         self._cv = threading.Condition()
         self._queue: list[_Pending] = []
         self._writer: threading.Thread | None = None
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def search(self, query: Search) -> list[dict[str, Any]]:
+        """The newest ``query.limit`` matching records, newest first."""
+        raise NotImplementedError
+
+    def verify(self) -> VerifyResult:
+        raise NotImplementedError
+
+    def _write_batch(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        raise NotImplementedError
 
     def append(self, **fields: Any) -> dict[str, Any]:
         """Chain one record onto the log and fsync it. Raises AuditError if that is impossible."""
@@ -230,27 +294,34 @@ class AuditLog:
                 except RuntimeError:  # that loop has closed: nobody is waiting any more
                     pass
 
+
+class AuditLog(GroupCommitLog):
+    """The embedded default: a JSON-lines file, appended under flock and fsync'd."""
+
+    def __init__(self, path: Path, group_commit: bool = False):
+        super().__init__(group_commit)
+        self.path = Path(path)
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def search(self, query: Search) -> list[dict[str, Any]]:
+        found = [rec for rec in read_records(self.path) if query.matches(rec)]
+        return found[-query.limit :][::-1]
+
+    def verify(self) -> VerifyResult:
+        return verify_chain(self.path)
+
     def _write_batch(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             created = not self.path.exists()
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            records: list[dict[str, Any]] = []
             with os.fdopen(fd, "r+b") as fh:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
                 try:
                     seq, prev_hash, offset = _read_tail(fh)
-                    lines = []
-                    for fields in batch:
-                        record = _scrubbed(fields)
-                        seq += 1
-                        record["seq"] = seq
-                        record["ts"] = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-                        record["prev_hash"] = prev_hash
-                        line, prev_hash = _line_and_hash(record)
-                        record["hash"] = prev_hash
-                        records.append(record)
-                        lines.append(line)
+                    records, lines = chain(batch, seq, prev_hash)
                     fh.seek(offset)
                     fh.truncate()
                     fh.write(b"".join(lines))
@@ -267,6 +338,25 @@ class AuditLog:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise AuditError(f"cannot append to audit log {self.path}: {exc}") from exc
         return records
+
+
+def audit_dsn() -> str | None:
+    """PostgreSQL audit backend URI: ZERODOC_AUDIT_DSN, else Airflow's AIRFLOW_CONN_ZERODOC_AUDIT."""
+    return os.environ.get("ZERODOC_AUDIT_DSN") or os.environ.get("AIRFLOW_CONN_ZERODOC_AUDIT") or None
+
+
+def default_log_path(state_dir: Path) -> Path:
+    return Path(state_dir) / "audit" / "evidence.log"
+
+
+def open_audit_log(state_dir: Path, group_commit: bool = False, dsn: str | None = None) -> GroupCommitLog:
+    """The configured backend: PostgreSQL when a DSN is given or configured, else the local file."""
+    dsn = dsn or audit_dsn()
+    if dsn:
+        from zerodoc.audit.pg import PostgresAuditLog
+
+        return PostgresAuditLog(dsn, group_commit=group_commit)
+    return AuditLog(default_log_path(state_dir), group_commit=group_commit)
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
