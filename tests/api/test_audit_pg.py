@@ -49,7 +49,8 @@ def test_requests_are_audited_in_postgres_and_read_back(audit_dsn, published, ke
     with TestClient(create_app(published, rate_per_sec=0)) as client:
         welfare, auditor = bearer(keys["welfare-portal"]), bearer(keys["audit-office"])
         assert client.post("/v1/evidence", json=body(), headers=welfare).status_code == 200
-        assert client.post("/v1/evidence", json=body(purpose="crime_victim_support"), headers=welfare).status_code == 403
+        wrong_purpose = body(purpose="crime_victim_support")
+        assert client.post("/v1/evidence", json=wrong_purpose, headers=welfare).status_code == 403
         assert client.post("/v1/evidence", json=body()).status_code == 401
         # Committed before the response: the rows are there the moment the answers are.
         assert [(r["status"], r["reason"]) for r in _rows(audit_dsn)] == [

@@ -160,7 +160,7 @@ def test_the_table_refuses_updates_deletes_and_truncation(audit_dsn):
     ("sql", "bad_seq", "message"),
     [
         (
-            f"UPDATE {TABLE} SET record = replace(record, '\"decision\":\"allowed\"', '\"decision\":\"denied\"') "
+            f'UPDATE {TABLE} SET record = replace(record, \'"decision":"allowed"\', \'"decision":"denied"\') '
             "WHERE seq = 3",
             3,
             "record 3 was modified (hash mismatch)",
