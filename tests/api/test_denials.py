@@ -236,24 +236,6 @@ def test_unauthenticated_floods_are_rate_limited_too(published, keys, consents, 
     assert (rec["status"], rec["reason"], rec["consumer"]) == (429, "rate_limited", None)
 
 
-def test_rate_limiter_refills_and_forgets_idle_holders(monkeypatch):
-    from zerodoc.api import app as app_module
-    from zerodoc.api.app import RateLimiter
-
-    now = [0.0]
-    limiter = RateLimiter(rate=2, burst=2, clock=lambda: now[0])
-    assert [limiter.take("a") for _ in range(2)] == [None, None]
-    assert limiter.take("a") == pytest.approx(0.5)
-    now[0] = 0.5
-    assert limiter.take("a") is None
-    monkeypatch.setattr(app_module, "MAX_BUCKETS", 3)
-    for k in "bcde":
-        limiter.take(k)
-    now[0] = 10.0
-    limiter.take("f")
-    assert set(limiter._buckets) == {"f"}
-
-
 @pytest.mark.parametrize("declared", [True, False])
 def test_oversize_body(client, keys, audit_path, declared):
     big = {**body(), "consent_id": "x" * 5000}

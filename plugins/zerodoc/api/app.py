@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -50,6 +49,7 @@ from zerodoc.api.datasets import (
 )
 from zerodoc.api.index import DatasetIndex, DatasetUnavailable, Snapshot
 from zerodoc.api.policy import Grant, load_policy, policy_path
+from zerodoc.api.ratelimit import SharedRateLimiter
 from zerodoc.api.signing import canonical_bytes, load_or_create_keys
 from zerodoc.audit.log import AuditError, Search, open_audit_log
 from zerodoc.config import Settings
@@ -66,7 +66,6 @@ PURPOSE = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
 MAX_BODY_BYTES = 4096
 NO_STORE = {"Cache-Control": "no-store"}
 DEFAULT_RATE_PER_SEC = 200.0
-MAX_BUCKETS = 10_000  # rate-limit buckets kept per process (unauthenticated ones are per address)
 DEFAULT_CONSENT_DAYS_MAX = 366 * 5
 SIGNED_ROUTES = ("/v1/evidence", "/v1/bundles/crime-victim-support")
 
@@ -195,33 +194,6 @@ CONSENT_MESSAGES = {
 }
 
 
-class RateLimiter:
-    """Token bucket per key holder, per server process (each worker enforces its own share)."""
-
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic):
-        self.rate, self.burst, self.clock = rate, burst, clock
-        self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, key: str) -> float | None:
-        """None if a request may go now; else seconds until one may."""
-        if self.rate <= 0:
-            return None
-        now = self.clock()
-        with self._lock:
-            if len(self._buckets) > MAX_BUCKETS:
-                # Forget holders idle long enough to have refilled: they would start full anyway.
-                idle = self.burst / self.rate
-                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < idle}
-            tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= 1:
-                self._buckets[key] = (tokens - 1, now)
-                return None
-            self._buckets[key] = (tokens, now)
-            return (1 - tokens) / self.rate
-
-
 def _env_float(name: str, default: float) -> float:
     try:
         return float(os.environ.get(name, default))
@@ -248,7 +220,8 @@ class EvidenceService:
             rate_per_sec if rate_per_sec is not None else _env_float("ZERODOC_API_RATE_PER_SEC", DEFAULT_RATE_PER_SEC)
         )
         burst = burst if burst is not None else _env_float("ZERODOC_API_RATE_BURST", max(1.0, rate))
-        self.limiter = RateLimiter(rate, burst)
+        # One bucket per key holder for all worker processes: N workers must not mean N x the limit.
+        self.limiter = SharedRateLimiter(cfg.state_dir / "ratelimit" / "buckets.bin", rate, burst)
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.indexes = {ds: DatasetIndex(ds, self.policy.granted_columns(ds), cfg) for ds in EVIDENCE_TYPES.values()}
 
@@ -710,7 +683,7 @@ def create_app(
 ) -> EvidenceAPI:
     """Build the evidence API. Fails at start on a bad policy file or a missing pseudonym key.
 
-    Rate limit per key holder and process: ZERODOC_API_RATE_PER_SEC (default 200/s) with a
+    Rate limit per key holder, shared by the server's worker processes: ZERODOC_API_RATE_PER_SEC (default 200/s) with a
     burst of ZERODOC_API_RATE_BURST (default one second's worth); 0 disables it.
     """
     cfg = cfg or load_settings()
