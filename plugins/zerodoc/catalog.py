@@ -32,6 +32,12 @@ class Entity:
     # full: every run takes the whole table; incremental: the rows whose cursor lies in the
     # logical date's window (zerodoc.sources.watermarks).
     mode: str = "full"
+    # Soft-delete column (deleted_at timestamp, or an is_deleted bool): a row with it set is a
+    # tombstone in raw (`_op = 'delete'`), its payload blanked; staging removes the record.
+    deleted_column: str | None = None
+    # Incremental windows re-read this many hours before their start, so rows committed late or
+    # stamped back in time are still picked up; (key, cursor) pairs already extracted are skipped.
+    lookback_hours: int = 0
 
     @property
     def qualified(self) -> str:
@@ -83,9 +89,18 @@ def agencies(path: Path = REPO_ROOT / "config" / "sources.yml") -> dict[str, Age
                 raise ConfigError(f"{path}: {code}.{ename}: mode must be full or incremental")
             if mode == "incremental" and (cursor is None or spec["kind"] == "csv"):
                 raise ConfigError(f"{path}: {code}.{ename}: incremental mode needs a cursor and a non-CSV source")
+            deleted = e.get("deleted_column")
+            if deleted is not None and e["columns"].get(deleted) not in ("timestamp", "bool"):
+                raise ConfigError(f"{path}: {code}.{ename}: deleted_column {deleted!r} must be a declared "
+                                  f"timestamp or bool column")
+            lookback = e.get("lookback_hours", 0)
+            if not isinstance(lookback, int) or lookback < 0 or (lookback and cursor is None):
+                raise ConfigError(f"{path}: {code}.{ename}: lookback_hours must be a whole number >= 0 "
+                                  f"and needs a cursor")
             ents[ename] = Entity(
                 code, ename, e["table"], e["key"], e["suite"], dict(e["columns"]),
                 kind=spec["kind"], cursor=cursor, on_schema_drift=policy, mode=mode,
+                deleted_column=deleted, lookback_hours=lookback,
             )
         out[code] = Agency(
             code, spec["name"], spec["owner"], spec["sensitivity"], spec["conn_id"], spec["kind"], ents

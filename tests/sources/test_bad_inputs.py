@@ -29,7 +29,8 @@ DS = "2026-11-20"
 
 
 def test_corpus_has_at_least_25_cases():
-    assert len(CASES["csv"]) + len(CASES["http"]) + 1 >= 25  # +1: database down mid-extract below
+    # +1: database down mid-extract below
+    assert len(CASES["csv"]) + len(CASES["http"]) + len(CASES["rest_records"]) + 1 >= 25
 
 
 def _drop(home: Path, case: dict, monkeypatch) -> str:
@@ -137,6 +138,7 @@ def test_http_case(name, rest_source, monkeypatch):
     q = "mohw.disability_registry"
     faults = {q: [Fault(str(f["kind"]), f["request"], f["times"]) for f in case["faults"]]}
     want = pq.read_table(cfg.sources_dir / "mohw/disability_registry.parquet")
+    declared = list(entity(q).columns)
     with serve(cfg.sources_dir, faults) as url:
         monkeypatch.setenv("AIRFLOW_CONN_ZERODOC_MOHW", url)
         if "fails" in case:
@@ -149,8 +151,63 @@ def test_http_case(name, rest_source, monkeypatch):
         r = extract(q, DS, cfg)
     got = pq.read_table(r.path)
     assert got.num_rows == want.num_rows
+    assert got["_parse_error"].null_count == got.num_rows  # page faults never become record defects
+    got = got.select(declared)
     assert got.sort_by([("registration_id", "ascending"), ("updated_at", "ascending")]).equals(
         want.sort_by([("registration_id", "ascending"), ("updated_at", "ascending")]))
+
+
+@pytest.mark.parametrize("name", sorted(CASES["rest_records"]))
+def test_rest_record_case(name, rest_source, monkeypatch):
+    """A bad record inside a good page is quarantined with its exact reason; its page neighbours pass."""
+    import json as _json
+
+    from zerodoc.quality.validate import validate_partition
+
+    cfg = rest_source
+    case = CASES["rest_records"][name]
+    q = "mohw.disability_registry"
+    faults = {q: [Fault(f["kind"], key=f["key"], field=f.get("field"), value=f.get("value"))
+                  for f in case["faults"]]}
+    source = pq.read_table(cfg.sources_dir / "mohw/disability_registry.parquet").sort_by("registration_id")
+    with serve(cfg.sources_dir) as url:  # the clean source first: what its planted defects reject
+        monkeypatch.setenv("AIRFLOW_CONN_ZERODOC_MOHW", url)
+        clean = validate_partition(entity(q).suite, extract(q, DS, cfg).path, DS, cfg)
+        baseline = {row["_record_number"]: {x["expectation_id"] for x in row["_reasons"]} for row in
+                    pq.read_table(clean.quarantine_path).select(["_record_number", "_reasons"]).to_pylist()}
+    with serve(cfg.sources_dir, faults) as url:
+        monkeypatch.setenv("AIRFLOW_CONN_ZERODOC_MOHW", url)
+        r = extract(q, DS, cfg)
+        data = r.path.read_bytes()
+        assert extract(q, DS, cfg).path.read_bytes() == data  # rerun: same bytes, same reasons
+    table = pq.read_table(r.path)
+    assert r.rows == table.num_rows == source.num_rows  # every record is one raw row, bad ones too
+    assert table["_record_number"].to_pylist() == list(range(1, source.num_rows + 1))
+    bad = table.filter(pc.is_valid(table["_parse_error"])).to_pylist()
+    assert {row["_record_number"]: row["_parse_error"] for row in bad} == case["errors"]
+    for row in bad:
+        # The record's JSON text as served: the damaged record, not the source row.
+        served = _json.loads(row["_raw_record"])
+        original = source.slice(row["_record_number"] - 1, 1).to_pylist()[0]
+        assert served != {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in original.items()}
+        assert row["_source_page"] == (row["_record_number"] - 1) // 50 + 1
+    good = table.filter(pc.is_null(table["_parse_error"]))
+    assert good["_raw_record"].null_count == good.num_rows
+    untouched = [i for i in range(source.num_rows) if i + 1 not in case["errors"]]
+    assert good.select(list(entity(q).columns)).equals(source.take(untouched))
+
+    out = validate_partition(entity(q).suite, r.path, DS, cfg)
+    assert out.extracted == out.passed + out.quarantined == source.num_rows
+    quarantined = pq.read_table(out.quarantine_path)
+    reasons = {row["_record_number"]: {x["expectation_id"] for x in row["_reasons"]}
+               for row in quarantined.select(["_record_number", "_reasons"]).to_pylist()}
+    # Exactly the damaged records are added to what the clean source's planted defects reject
+    # (a duplicate key, invalid numbers and dates), each of those for the same reasons as before.
+    assert len(baseline) == clean.quarantined == 5
+    assert set(reasons) == set(case["errors"]) | set(baseline)
+    assert out.quarantined == len(set(case["errors"]) | set(baseline))
+    assert all("record_parsed" in reasons[n] for n in case["errors"])
+    assert all(reasons[n] == baseline[n] for n in set(baseline) - set(case["errors"]))
 
 
 def test_rest_rerun_is_byte_identical_and_offset_paging_agrees(rest_source, monkeypatch):

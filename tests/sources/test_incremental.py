@@ -89,8 +89,10 @@ def test_incremental_pushdown_on_postgres_and_rest_equals_the_file_filter(source
             assert _keys(extract(Q, d, cfg, mode="incremental").path) == keys
     monkeypatch.delenv("AIRFLOW_CONN_ZERODOC_MOJ")
     q = "fsc.youth_leap_accounts"
-    local = {d: pq.read_table(extract(q, d, cfg, mode="incremental").path) for d in ("2026-10-07", "2026-10-08")}
+    declared = list(agencies()["fsc"].entities["youth_leap_accounts"].columns)
+    local = {d: pq.read_table(extract(q, d, cfg, mode="incremental").path, columns=declared)
+             for d in ("2026-10-07", "2026-10-08")}
     with serve(cfg.sources_dir) as url:
         monkeypatch.setenv("AIRFLOW_CONN_ZERODOC_FSC", url)
-        for d, t in local.items():
-            assert pq.read_table(extract(q, d, cfg, mode="incremental").path).equals(t)
+        for d, t in local.items():  # the file stand-in has no pages: compare the declared columns
+            assert pq.read_table(extract(q, d, cfg, mode="incremental").path, columns=declared).equals(t)

@@ -49,6 +49,17 @@ REASONS_TYPE = pa.list_(
 )
 
 
+TOMBSTONE_OP_COLUMN = "_op"
+
+
+def tombstone_check(key: str) -> Check:
+    return Check(
+        id="tombstone_has_key", type="expect_column_values_to_not_be_null", kwargs={"column": key},
+        severity="fail",
+        description="A tombstone (_op = 'delete') names the record it deletes; its other fields are empty by design.",
+    )
+
+
 class AccountingError(RuntimeError):
     """extracted != passed + quarantined: rows were lost or duplicated by the split."""
 
@@ -248,10 +259,13 @@ class _Scratch:
         # A view, not a copy: GX and the split each scan the Parquet file directly, which costs less
         # than materialising millions of rows first. hive_partitioning off: `ds=<date>` is no column.
         self.source = f"read_parquet({sql_literal(str(raw_path))}, hive_partitioning = false"
-        self.con.execute(f"CREATE VIEW batch AS SELECT * FROM {self.source})")
-        self.raw_path = raw_path
         self.raw_schema = pq.read_schema(raw_path)
         self.raw_columns = self.raw_schema.names
+        # Tombstones (zerodoc.sources.extract.with_ops) carry no payload: the suite sees live rows only.
+        self.has_tombstones = TOMBSTONE_OP_COLUMN in self.raw_columns
+        live = f" WHERE {TOMBSTONE_OP_COLUMN} IS DISTINCT FROM 'delete'" if self.has_tombstones else ""
+        self.con.execute(f"CREATE VIEW batch AS SELECT * FROM {self.source}){live}")
+        self.raw_path = raw_path
         self.extracted = pq.ParquetFile(raw_path).metadata.num_rows
         return self.extracted
 
@@ -317,9 +331,14 @@ class _Scratch:
         con = self.con
         started = time.perf_counter()
         preds = [unexpected_predicate(c) for c in suite.checks]
+        all_checks = list(suite.checks)
+        if self.has_tombstones:
+            preds = [f"({TOMBSTONE_OP_COLUMN} IS DISTINCT FROM 'delete' AND {p})" for p in preds]
+            preds.append(f"({TOMBSTONE_OP_COLUMN} = 'delete' AND {sql_ident(suite.key)} IS NULL)")
+            all_checks.append(tombstone_check(suite.key))
         flags = ", ".join(f"coalesce({p}, false) AS _c{i}" for i, p in enumerate(preds))
-        reasons = ", ".join(f"CASE WHEN _c{i} THEN {_reason_struct(c)} END" for i, c in enumerate(suite.checks))
-        fail_any = " OR ".join(f"_c{i}" for i, c in enumerate(suite.checks) if c.severity == "fail") or "false"
+        reasons = ", ".join(f"CASE WHEN _c{i} THEN {_reason_struct(c)} END" for i, c in enumerate(all_checks))
+        fail_any = " OR ".join(f"_c{i}" for i, c in enumerate(all_checks) if c.severity == "fail") or "false"
         raw_cols = ", ".join(sql_ident(c) for c in self.raw_columns)
         # One scan decides each row's fate: only rows failing something are kept here (a few percent),
         # whole, so the quarantine file is written from this table without scanning the raw file again.
@@ -339,7 +358,15 @@ class _Scratch:
 
         mismatches = []
         checks: list[CheckResult] = []
-        for check, n in zip(suite.checks, counts, strict=True):
+        if self.has_tombstones:  # checked here only: GX sees the live rows
+            n = counts.pop()
+            tombstones = con.execute(
+                f"SELECT count(*) FROM {self.source}) WHERE {TOMBSTONE_OP_COLUMN} = 'delete'").fetchone()[0]
+            gx_counts = gx_counts | {all_checks[-1].id: {
+                "unexpected_count": n, "unexpected_percent": 100.0 * n / tombstones if tombstones else 0.0,
+                "success": n == 0}}
+            counts.append(n)
+        for check, n in zip(all_checks, counts, strict=True):
             gx = gx_counts[check.id]
             if gx["unexpected_count"] != n:
                 mismatches.append(f"{check.id}: GX {gx['unexpected_count']} vs DuckDB {n}")

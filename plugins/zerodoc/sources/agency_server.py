@@ -7,7 +7,11 @@ Rows are served in key order from `$ZERODOC_HOME/sources/<agency>/<entity>.parqu
 
 `faults` makes it misbehave the way agency gateways do, for the bad-input corpus: a list of
 `Fault(kind, request, times)` — the `request`-th call (1-based, per entity) and the next
-`times - 1` calls answer with `kind`: "500", "429", "timeout", "malformed_json", "short_page", "503".
+`times - 1` calls answer with `kind`: "500", "429", "timeout", "malformed_json", "short_page", "503",
+"data_object" (the page's `data` is an object, not an array). Record faults damage the record with
+key `key` in every answer that serves it, as a bad row in the agency's table would: "record_set"
+sets `field` to `value`, "record_drop" removes `field`, "record_replace" replaces the whole record
+with `value`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SLOW_SECONDS = 3.0
 
@@ -30,6 +35,9 @@ class Fault:
     kind: str
     request: int = 1
     times: int = 1
+    key: int | None = None
+    field: str | None = None
+    value: Any = None
 
 
 def create_app(sources_dir: Path, faults: dict[str, list[Fault]] | None = None):
@@ -67,7 +75,9 @@ def create_app(sources_dir: Path, faults: dict[str, list[Fault]] | None = None):
         with lock:
             calls[q] = calls.get(q, 0) + 1
             n = calls[q]
-        fault = next((f for f in app.state.faults.get(q, []) if f.request <= n < f.request + f.times), None)
+        faults = app.state.faults.get(q, [])
+        fault = next((f for f in faults if not f.kind.startswith("record_")
+                      and f.request <= n < f.request + f.times), None)
         if fault and fault.kind == "500":
             return JSONResponse({"error": "internal error"}, status_code=500)
         if fault and fault.kind == "503":
@@ -99,6 +109,21 @@ def create_app(sources_dir: Path, faults: dict[str, list[Fault]] | None = None):
                 "next_cursor": str(chunk[-1][key]) if end < len(data) and chunk else None}
         if fault and fault.kind == "short_page":
             body["data"] = chunk[: max(0, len(chunk) - 1)]
+        if fault and fault.kind == "data_object":
+            body["data"] = {"rows": chunk}
+        damaged = list(body["data"]) if isinstance(body["data"], list) else []
+        for f in (f for f in faults if f.kind.startswith("record_")):
+            hits = [i for i, r in enumerate(damaged) if isinstance(r, dict) and r.get(key) == f.key]
+            if not hits:
+                continue
+            i = hits[0]
+            if f.kind == "record_replace":
+                damaged[i] = f.value
+            elif f.kind == "record_set":
+                damaged[i] = damaged[i] | {f.field: f.value}
+            elif f.kind == "record_drop":
+                damaged[i] = {k: v for k, v in damaged[i].items() if k != f.field}
+            body["data"] = damaged
         text = json.dumps(body, ensure_ascii=False)
         if fault and fault.kind == "malformed_json":
             text = text[: len(text) // 2]

@@ -76,13 +76,44 @@ def arrow_schema(entity: Entity) -> pa.Schema:
 
 
 def raw_schema(entity: Entity) -> pa.Schema:
-    """Declared columns; CSV entities add the line-provenance and parse-error columns."""
+    """Declared columns; CSV and REST entities add their provenance and parse-error columns, and
+    entities with a soft-delete column the row's operation `_op` (OP_FIELD)."""
     schema = arrow_schema(entity)
     if entity.kind == "csv":
         from zerodoc.sources.csvdrop import META_FIELDS
 
         schema = pa.schema(list(schema) + [pa.field(n, t) for n, t in META_FIELDS])
+    if entity.kind == "rest":
+        schema = pa.schema(list(schema) + [pa.field(n, t) for n, t in REST_META_FIELDS])
+    if entity.deleted_column is not None:
+        schema = schema.append(pa.field(OP_FIELD, pa.string()))
     return schema
+
+
+# `_op` of each raw row: a live row of a full snapshot, a changed row of an incremental window, or
+# a tombstone (the soft-delete column is set). Staging deletes tombstoned keys, and only a
+# partition holding snapshot rows may delete keys that are simply absent from it.
+OP_FIELD = "_op"
+OP_SNAPSHOT, OP_UPSERT, OP_DELETE = "snapshot", "upsert", "delete"
+
+
+def with_ops(batches: Iterator[pa.RecordBatch], entity: Entity, snapshot: bool) -> Iterator[pa.RecordBatch]:
+    """Append `_op`; a tombstone keeps only its key, cursor and deletion mark, the rest NULL: a
+    cancelled record's personal data goes no further than the source (nor can it fail a check)."""
+    import pyarrow.compute as pc
+
+    kept = {entity.key, entity.cursor, entity.deleted_column}
+    live = OP_SNAPSHOT if snapshot else OP_UPSERT
+    for batch in batches:
+        mark = batch.column(batch.schema.get_field_index(entity.deleted_column))
+        deleted = pc.fill_null(mark, False) if pa.types.is_boolean(mark.type) else pc.is_valid(mark)
+        if pc.any(deleted).as_py():
+            columns = [col if name in kept or name.startswith("_") else
+                       pc.if_else(deleted, pa.scalar(None, col.type), col)
+                       for name, col in zip(batch.schema.names, batch.columns, strict=True)]
+            batch = pa.record_batch(columns, schema=batch.schema)
+        ops = pc.if_else(deleted, OP_DELETE, live)
+        yield batch.append_column(OP_FIELD, ops.cast(pa.string()))
 
 
 def connection_uri(conn_id: str) -> str | None:
@@ -136,8 +167,8 @@ def _copy_query(entity: Entity, window: Window | None):
     if window is not None:
         cur_col = sql.Identifier(window.cursor)
         parts = [sql.SQL("{} <= {}").format(cur_col, sql.Literal(window.high))]
-        if window.low is not None:
-            parts.insert(0, sql.SQL("{} > {}").format(cur_col, sql.Literal(window.low)))
+        if window.read_low is not None:
+            parts.insert(0, sql.SQL("{} > {}").format(cur_col, sql.Literal(window.read_low)))
         where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts)
     return sql.SQL(
         "COPY (SELECT {cols} FROM {tbl}{where} ORDER BY {key}) TO STDOUT WITH (FORMAT csv, NULL '\\N')"
@@ -318,9 +349,9 @@ def read_mysql(entity: Entity, uri: str, window: Window | None = None) -> Iterat
             where, args = "", ()
             if window is not None:
                 where, args = f" WHERE `{window.cursor}` <= %s", (window.high,)
-                if window.low is not None:
+                if window.read_low is not None:
                     where = f" WHERE `{window.cursor}` > %s AND `{window.cursor}` <= %s"
-                    args = (window.low, window.high)
+                    args = (window.read_low, window.high)
             cur.execute(f"SELECT {col_sql} FROM `{db_name}`.`{table}`{where} ORDER BY `{entity.key}`", args)
             while rows := cur.fetchmany(FETCH_ROWS):
                 columns = list(zip(*rows, strict=True))
@@ -405,16 +436,20 @@ def read_csv_drop(agency: Agency, entity: Entity, logical_date: str, cfg: Settin
 
 
 def read_rest(entity: Entity, base_url: str, window: Window | None = None) -> Iterator[pa.RecordBatch]:
-    """Keyset-paged JSON with retries (backoff) on 5xx, 429, timeouts, malformed or short pages."""
-    import datetime as dt
+    """Keyset-paged JSON with retries (backoff) on 5xx, 429, timeouts, malformed or short pages.
+
+    A page is retried or fails as a whole; a record inside a good page that breaks the contract
+    (not an object, no key, a value of the wrong JSON type or unparsable) is still a row, its
+    readable values kept, `_parse_error` the exact reason and `_raw_record` its JSON text, so
+    validation quarantines it and its neighbours pass.
+    """
     import json
     import time
 
     import httpx
 
-    schema = arrow_schema(entity)
+    schema = pa.schema(list(arrow_schema(entity)) + [pa.field(n, t) for n, t in REST_META_FIELDS])
     url = f"{base_url.rstrip('/')}/v1/{entity.agency}/{entity.name}"
-    ts_cols = [c for c, t in entity.columns.items() if t == "timestamp"]
     cursor: str | None = None
     seen = 0
     total = None
@@ -425,8 +460,8 @@ def read_rest(entity: Entity, base_url: str, window: Window | None = None) -> It
             params = {"page_size": REST_PAGE_SIZE} | ({"cursor": cursor} if cursor else {})
             if window is not None:
                 params |= {"updated_until": window.high.isoformat()}
-                if window.low is not None:
-                    params |= {"updated_after": window.low.isoformat()}
+                if window.read_low is not None:
+                    params |= {"updated_after": window.read_low.isoformat()}
             problem = ""
             for attempt in range(REST_ATTEMPTS):
                 if attempt:
@@ -448,6 +483,8 @@ def read_rest(entity: Entity, base_url: str, window: Window | None = None) -> It
                 try:
                     body = json.loads(resp.content)
                     data, nxt, page_total = body["data"], body["next_cursor"], int(body["total"])
+                    if not isinstance(data, list):
+                        raise TypeError(f"data is a JSON {_json_type(data)}, not an array")
                 except (ValueError, KeyError, TypeError) as exc:
                     problem = f"malformed JSON ({type(exc).__name__}: {str(exc)[:120]})"
                     continue
@@ -467,16 +504,14 @@ def read_rest(entity: Entity, base_url: str, window: Window | None = None) -> It
                 total = page_total
             elif page_total != total:
                 raise SourceDataError(f"{entity.qualified}: total changed mid-extract ({total} -> {page_total})")
-            for row in data:
-                for c in ts_cols:
-                    if row.get(c) is not None:
-                        row[c] = dt.datetime.fromisoformat(row[c])
             if data:
-                try:
-                    yield pa.RecordBatch.from_pylist(data, schema=schema)
-                except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                    raise SourceDataError(
-                        f"{entity.qualified}: page {page_no} breaks the declared types: {exc}") from exc
+                rows = []
+                for i, item in enumerate(data):
+                    row, error = rest_record(item, entity)
+                    row |= {"_source_page": page_no, "_record_number": seen + i + 1,
+                            "_raw_record": _json_text(item) if error else None, "_parse_error": error}
+                    rows.append(row)
+                yield pa.RecordBatch.from_pylist(rows, schema=schema)
             seen += len(data)
             if nxt is None:
                 break
@@ -485,13 +520,102 @@ def read_rest(entity: Entity, base_url: str, window: Window | None = None) -> It
         raise SourceDataError(f"{entity.qualified}: got {seen} rows but the API announced {total}")
 
 
+REST_META_FIELDS = [
+    ("_source_page", pa.int32()),
+    ("_record_number", pa.int64()),  # 1-based position in the whole extract
+    ("_raw_record", pa.string()),
+    ("_parse_error", pa.string()),
+]
+_INT_RANGE = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+
+
+def _json_type(v) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
+            int: "number", float: "number"}.get(type(v), type(v).__name__)
+
+
+def _json_text(v, limit: int = 200) -> str:
+    import json
+
+    text = json.dumps(v, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _rest_value(v, typ: str):
+    """The JSON value as the declared type, or ValueError saying why not (no silent coercion)."""
+    import datetime as dt
+
+    if typ in _INT_RANGE:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"expected an integer, got {_json_type(v)} {_json_text(v, 40)}")
+        lo, hi = _INT_RANGE[typ]
+        if not lo <= v <= hi:
+            raise ValueError(f"{v} is out of the {typ} range")
+        return v
+    if typ == "float64":
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"expected a number, got {_json_type(v)} {_json_text(v, 40)}")
+        return float(v)
+    if typ == "bool":
+        if not isinstance(v, bool):
+            raise ValueError(f"expected a boolean, got {_json_type(v)} {_json_text(v, 40)}")
+        return v
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {_json_type(v)} {_json_text(v, 40)}")
+    if typ == "timestamp":
+        try:
+            ts = dt.datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"unparsable timestamp {_json_text(v, 40)}") from None
+        if ts.tzinfo is not None:  # the contract is agency-local naive time; an offset is ambiguous
+            raise ValueError(f"timestamp {_json_text(v, 40)} carries a UTC offset")
+        return ts
+    if typ == "date":
+        try:
+            return dt.date.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"unparsable date {_json_text(v, 40)}") from None
+    return v
+
+
+def rest_record(item, entity: Entity) -> tuple[dict, str | None]:
+    """One JSON record as {column: value} in the declared types, and the reason it breaks the contract
+    (None when it does not). Unreadable values are None; absent non-key fields are NULLs (JSON APIs
+    leave nulls out), an absent or null key is a defect."""
+    if not isinstance(item, dict):
+        return {}, f"record is a JSON {_json_type(item)}, not an object"
+    row: dict = {}
+    errors = []
+    if item.get(entity.key) is None:
+        errors.append(f"key field {entity.key} is {'null' if entity.key in item else 'missing'}")
+    for col, typ in entity.columns.items():
+        v = item.get(col)
+        if v is None:
+            continue
+        try:
+            row[col] = _rest_value(v, typ)
+        except ValueError as exc:
+            errors.append(f"{col}: {exc}")
+    return row, "; ".join(errors) or None
+
+
+def _with_null_columns(batches: Iterator[pa.RecordBatch], fields: list[pa.Field]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        for f in fields:
+            batch = batch.append_column(f, pa.nulls(batch.num_rows, f.type))
+        yield batch
+
+
 def read_entity(agency: Agency, entity: Entity, cfg: Settings, logical_date: str = "",
                 stats: list | None = None, window: Window | None = None) -> Iterator[pa.RecordBatch]:
     uri = connection_uri(agency.conn_id)
     if entity.kind == "csv":
         return read_csv_drop(agency, entity, logical_date, cfg, stats)
     if uri is None:
-        return read_file(entity, cfg, window)
+        batches = read_file(entity, cfg, window)
+        if entity.kind == "rest":  # the stand-in has no pages: the REST provenance columns stay NULL
+            batches = _with_null_columns(batches, [pa.field(n, t) for n, t in REST_META_FIELDS])
+        return batches
     if entity.kind == "rest":
         return read_rest(entity, uri, window)
     scheme = urlsplit(uri).scheme
@@ -639,7 +763,7 @@ def extract(
 ) -> ExtractResult:
     """Replace the raw partition of `logical_date` for one entity: a full snapshot, or in
     incremental mode the rows whose cursor lies in the logical date's fixed window."""
-    from zerodoc.sources.watermarks import record_window, window_for
+    from zerodoc.sources.watermarks import already_extracted, drop_seen, record_window, window_for
 
     cfg = cfg or load_settings()
     agency_code, name = qualified.split(".", 1)
@@ -663,12 +787,35 @@ def extract(
                 for st in file_stats
             ]
             extra["parse_errors"] = sum(st.parse_errors for st in file_stats)
+        if entity.kind == "rest":
+            extra["parse_errors"] = counts["parse_errors"]
+        if entity.deleted_column is not None:
+            extra["tombstones"] = counts["tombstones"]
         if window is not None:
             extra["window"] = window.as_dict()
         return extra
 
+    batches = read_entity(agency, entity, cfg, logical_date, file_stats, window)
+    if window is not None:
+        # Read before the partition is replaced: this date's own previous rows never count as seen.
+        batches = drop_seen(batches, entity, already_extracted(entity, logical_date, window, cfg))
+    if entity.deleted_column is not None:
+        batches = with_ops(batches, entity, snapshot=window is None)
+    counts = {"parse_errors": 0, "tombstones": 0}
+
+    def counted(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.compute as pc
+
+        for batch in batches:
+            if entity.kind == "rest":
+                counts["parse_errors"] += batch.num_rows - batch.column("_parse_error").null_count
+            if entity.deleted_column is not None:
+                counts["tombstones"] += pc.sum(pc.equal(batch.column(OP_FIELD), OP_DELETE)).as_py() or 0
+            yield batch
+
+    batches = counted(batches)
     final, rows, checksum = write_partition(
-        entity, logical_date, cfg, read_entity(agency, entity, cfg, logical_date, file_stats, window), schema,
+        entity, logical_date, cfg, batches, schema,
         {"kind": source_kind(agency, entity), "table": entity.table, "conn_id": agency.conn_id}, manifest_extra)
     if window is not None:
         record_window(entity, logical_date, window, rows, checksum, cfg)

@@ -274,6 +274,8 @@ def generate(persons: int, seed: int, out_dir: Path) -> dict:
 
     # ---- write -----------------------------------------------------------------------------
     res_tbl = _append_duplicates(_table(residents, UPDATED_AT), dup_src)
+    # Nobody is cancelled in the snapshot itself; zerodoc.sources.changes plants soft deletes.
+    res_tbl = res_tbl.append_column("deleted_at", pa.nulls(res_tbl.num_rows, pa.timestamp("us")))
     hh_tbl = _append_duplicates(_table(households, UPDATED_AT), hh_dup)
     income["earned_income"] = earned_arr
     inc_tbl = _append_duplicates(_table(income, UPDATED_AT), inc_sets["duplicate_keys"])

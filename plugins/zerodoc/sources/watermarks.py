@@ -4,8 +4,12 @@ State per entity lives in `$ZERODOC_HOME/state/watermarks/<agency>.<entity>.json
 atomically after the raw partition is committed. The first extraction of a logical date D takes
 (high of the latest recorded date before D, D + 1 day]; a rerun of D reuses D's recorded window,
 so it reads the same rows (byte-identical output) whatever the clock says. A date backfilled
-between recorded ones ends where the next recorded window begins: windows never overlap, so
-two runs never duplicate a row.
+between recorded ones ends where the next recorded window begins: nominal windows never overlap.
+
+Late-arriving rows (committed after their window was read, or stamped back in time) are caught by
+`lookback_hours`: a window reads from `low - lookback`, and every (key, cursor) pair that another
+recorded partition already holds is dropped (`already_extracted`), so overlapping reads never
+duplicate a row and each row version belongs to exactly one partition: the first that saw it.
 """
 
 from __future__ import annotations
@@ -26,18 +30,28 @@ class Window:
     cursor: str
     low: dt.datetime | None  # exclusive; None = from the beginning
     high: dt.datetime  # inclusive
+    lookback: dt.timedelta = dt.timedelta(0)
+
+    @property
+    def read_low(self) -> dt.datetime | None:
+        """Where the read starts (exclusive): the window's low, minus the lookback."""
+        return None if self.low is None else self.low - self.lookback
 
     def mask(self, batch: pa.RecordBatch) -> pa.Array:
         col = batch.column(batch.schema.get_field_index(self.cursor))
         high = pa.scalar(self.high, col.type)
         keep = pc.less_equal(col, high)
-        if self.low is not None:
-            keep = pc.and_(keep, pc.greater(col, pa.scalar(self.low, col.type)))
+        if self.read_low is not None:
+            keep = pc.and_(keep, pc.greater(col, pa.scalar(self.read_low, col.type)))
         return pc.fill_null(keep, False)
 
     def as_dict(self) -> dict:
-        return {"cursor": self.cursor, "low": self.low.isoformat() if self.low else None,
-                "high": self.high.isoformat()}
+        out = {"cursor": self.cursor, "low": self.low.isoformat() if self.low else None,
+               "high": self.high.isoformat()}
+        if self.lookback:
+            out["lookback_hours"] = self.lookback // dt.timedelta(hours=1)
+            out["read_low"] = self.read_low.isoformat() if self.read_low else None
+        return out
 
 
 def state_path(entity, cfg: Settings) -> Path:
@@ -59,7 +73,9 @@ def window_for(entity, logical_date: str, cfg: Settings) -> Window:
     windows = _load(entity, cfg)["windows"]
     if logical_date in windows:
         w = windows[logical_date]
-        return Window(entity.cursor, _parse(w["low"]), _parse(w["high"]))
+        # The recorded lookback, not today's config: a rerun reads what the first run read.
+        return Window(entity.cursor, _parse(w["low"]), _parse(w["high"]),
+                      dt.timedelta(hours=w.get("lookback_hours", 0)))
     earlier = [d for d in windows if d < logical_date]
     later = [d for d in windows if d > logical_date]
     low = _parse(windows[max(earlier)]["high"]) if earlier else None
@@ -71,7 +87,58 @@ def window_for(entity, logical_date: str, cfg: Settings) -> Window:
         high = min(high, nxt_low) if nxt_low is not None else (low or dt.datetime.min)
     if low is not None and high < low:
         high = low
-    return Window(entity.cursor, low, high)
+    return Window(entity.cursor, low, high, dt.timedelta(hours=entity.lookback_hours))
+
+
+def overlapping_dates(entity, logical_date: str, window: Window, cfg: Settings) -> list[str]:
+    """Other recorded logical dates whose read range meets this window's (read_low, high]."""
+    out = []
+    for d, w in _load(entity, cfg)["windows"].items():
+        if d == logical_date:
+            continue
+        lo, hi = _parse(w.get("read_low", w["low"])), _parse(w["high"])
+        if (window.read_low is None or hi > window.read_low) and (lo is None or lo < window.high):
+            out.append(d)
+    return out
+
+
+def already_extracted(entity, logical_date: str, window: Window, cfg: Settings) -> set[tuple[int, int]]:
+    """(key, cursor in µs) of every row version another overlapping raw partition already holds."""
+    import pyarrow.parquet as pq
+
+    from zerodoc.sources.extract import raw_partition
+
+    seen: set[tuple[int, int]] = set()
+    for d in overlapping_dates(entity, logical_date, window, cfg):
+        path = raw_partition(entity, d, cfg) / "part-0.parquet"
+        if not path.is_file():
+            continue
+        t = pq.read_table(path, columns=[entity.key, entity.cursor])
+        t = t.filter(window.mask(t))
+        keys = t[entity.key].to_pylist()
+        cursors = t[entity.cursor].cast(pa.int64()).to_pylist()
+        seen.update(zip(keys, cursors, strict=True))
+    return seen
+
+
+def drop_seen(batches, entity, seen: set[tuple[int, int]]):
+    """Leave out the row versions in `seen`; rows within this extraction are never compared to each
+    other (a duplicate key in the source stays for validation to reject)."""
+    if not seen:
+        yield from batches
+        return
+    seen_keys = pa.array(sorted({k for k, _ in seen}), pa.int64())
+    for batch in batches:
+        keys = batch.column(batch.schema.get_field_index(entity.key))
+        candidates = pc.fill_null(pc.is_in(keys.cast(pa.int64()), value_set=seen_keys), False)
+        if not pc.any(candidates).as_py():
+            yield batch
+            continue
+        cursors = batch.column(batch.schema.get_field_index(entity.cursor)).cast(pa.int64()).to_pylist()
+        key_list = keys.to_pylist()
+        keep = [not (c and (k, cur) in seen) for c, k, cur in
+                zip(candidates.to_pylist(), key_list, cursors, strict=True)]
+        yield batch.filter(pa.array(keep))
 
 
 def record_window(entity, logical_date: str, window: Window, rows: int, checksum: str, cfg: Settings) -> None:
@@ -80,6 +147,8 @@ def record_window(entity, logical_date: str, window: Window, rows: int, checksum
     state = _load(entity, cfg)
     w = window.as_dict()
     state["windows"][logical_date] = {"low": w["low"], "high": w["high"], "rows": rows, "checksum": checksum}
+    if window.lookback:
+        state["windows"][logical_date] |= {"read_low": w["read_low"], "lookback_hours": w["lookback_hours"]}
     state["windows"] = dict(sorted(state["windows"].items()))
     write_json_atomic(state_path(entity, cfg), state)
 
