@@ -243,8 +243,8 @@ def test_422_unknown_evidence_type_missing_fields_and_bad_consent(client, keys):
         {
             "error": {
                 "code": "unknown_evidence_type",
-                "message": "evidence_type must be one of "
-                "['crime_victim_support', 'income', 'residence', 'youth_leap_eligibility']",
+                "message": "evidence_type must be one of ['benefit_notification', 'crime_victim_support', "
+                "'employment', 'household', 'income', 'residence', 'youth_leap_eligibility']",
             }
         },
     )
@@ -329,7 +329,10 @@ def test_health_lists_current_versions_without_auth(client):
         for et, ds in (("residence", "residence_v1"), ("income", "income_v1"))
     }
     for et, ds in (("crime_victim_support", "victim_support_eligibility_v1"),
-                   ("youth_leap_eligibility", "youth_leap_eligibility_v1")):
+                   ("youth_leap_eligibility", "youth_leap_eligibility_v1"), ("employment", "employment_v1"),
+                   ("household", "household_v1"), ("benefit_notification", "benefit_notifications_v1")):
         datasets[ds] = {"evidence_type": et, "version": None, "as_of": None, "serving_version": None,
                         "load_error": None}
+    for entry in datasets.values():
+        entry["granted"] = True  # config/access_policy.yml grants every per-person dataset to someone
     assert r.json() == {"status": "ok", "datasets": datasets}

@@ -52,6 +52,46 @@ def test_repository_policy_grants_exactly_the_demo_consumers():
             "percent_of_median", "is_age_eligible", "is_individual_income_eligible",
             "is_household_income_eligible",
         ),
+        ("welfare-portal", "employment_v1", "basic_livelihood_application"): (
+            "is_insured",
+            "insured_since",
+            "current_monthly_wage_krw",
+            "last_lost_on",
+        ),
+        ("welfare-portal", "household_v1", "basic_livelihood_application"): (
+            "household_size",
+            "members_with_income",
+            "household_income_krw",
+            "latest_tax_year",
+            "median_rule_id",
+            "median_year",
+            "median_income_krw",
+            "income_to_median_ratio",
+        ),
+        ("welfare-portal", "benefit_notifications_v1", "benefit_guidance"): (
+            "programme",
+            "rule_id",
+            "reason",
+            "eligible_on",
+        ),
+        ("regional-planning-office", "living_population_by_region_v1", "regional_service_planning"): (
+            "sido_code",
+            "sido_name",
+            "sigungu_code",
+            "sigungu_name",
+            "age_band",
+            "sex",
+            "is_total",
+            "population",
+            "is_suppressed",
+            "suppression_reason",
+            "as_of",
+        ),
+        ("victim-support-center", "employment_v1", "crime_victim_support"): (
+            "is_insured",
+            "current_enrolment_count",
+            "last_lost_on",
+        ),
     }
     assert (
         policy.grants[("victim-support-center", "victim_support_eligibility_v1", "crime_victim_support")].max_age_days
@@ -67,6 +107,10 @@ def test_repository_policy_grants_exactly_the_demo_consumers():
         (
             "  - {consumer: a-b, dataset: passports_v1, purpose: livelihood, fields: [x]}\n",
             "grant #1 (a-b / passports_v1 / livelihood): unknown dataset 'passports_v1'",
+        ),
+        (
+            "  - {consumer: a-b, dataset: household_v1, purpose: livelihood, fields: [household_id]}\n",
+            "grant #1 (a-b / household_v1 / livelihood): unknown field 'household_id' for household_v1",
         ),
         (
             "  - {consumer: a-b, dataset: income_v1, purpose: livelihood, fields: [salary]}\n",

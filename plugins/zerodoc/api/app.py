@@ -44,12 +44,14 @@ from zerodoc.api.datasets import (
     DATASET_COLUMNS,
     EVIDENCE_TYPES,
     FALLBACK_DOCUMENTS,
+    SHARED_TABLES,
     VICTIM_SUPPORT_AREAS,
     VICTIM_SUPPORT_DATASET,
 )
-from zerodoc.api.index import DatasetIndex, DatasetUnavailable, Snapshot
+from zerodoc.api.index import DatasetUnavailable, Snapshot
 from zerodoc.api.policy import Grant, load_policy, policy_path
 from zerodoc.api.ratelimit import SharedRateLimiter
+from zerodoc.api.served import build_indexes, build_shared_tables
 from zerodoc.api.signing import canonical_bytes, load_or_create_keys
 from zerodoc.audit.log import AuditError, Search, open_audit_log
 from zerodoc.config import Settings
@@ -223,7 +225,8 @@ class EvidenceService:
         # One bucket per key holder for all worker processes: N workers must not mean N x the limit.
         self.limiter = SharedRateLimiter(cfg.state_dir / "ratelimit" / "buckets.bin", rate, burst)
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
-        self.indexes = {ds: DatasetIndex(ds, self.policy.granted_columns(ds), cfg) for ds in EVIDENCE_TYPES.values()}
+        self.indexes = build_indexes(self.policy, cfg)  # granted per-subject datasets; households via residence
+        self.shared_tables = build_shared_tables(cfg)
 
     @staticmethod
     def _stat(path: Any) -> tuple[int, int, int] | None:
@@ -634,11 +637,62 @@ class EvidenceService:
         }
         return self.answer(ctx, payload, reason="audit_verify")
 
+    # ---- shared tables: aggregates about no one (no subject, no consent) --------------------
+    def shared_table_op(self, ctx: dict[str, Any], consumer: Consumer, raw: bytes) -> Outcome:
+        filter_names = sorted({c for cols in SHARED_TABLES.values() for c in cols})
+        body = _parse_body(raw, ("dataset", "purpose"), dict.fromkeys(filter_names, str))
+        dataset = body["dataset"]
+        if dataset not in SHARED_TABLES:
+            raise ApiError(
+                422,
+                "not_a_shared_table",
+                f"dataset must be one of {sorted(SHARED_TABLES)}; data about a person is answered at /v1/evidence",
+            )
+        ctx.update(evidence_type="shared_table", dataset=dataset)
+        _check_purpose(body["purpose"])
+        ctx["purpose"] = body["purpose"]
+        grant = self.policy.grant_for(consumer.name, dataset, body["purpose"])
+        if grant is None:
+            raise ApiError(
+                403,
+                "purpose_not_granted",
+                f"consumer {consumer.name!r} is not granted {dataset} for purpose {body['purpose']!r}",
+            )
+        not_here = [k for k in filter_names if body.get(k) is not None and k not in SHARED_TABLES[dataset]]
+        if not_here:
+            raise ApiError(422, "invalid_request", f"{dataset} cannot be filtered by: {', '.join(not_here)}")
+        filters = {k: body[k] for k in SHARED_TABLES[dataset] if body.get(k) is not None}
+        try:
+            version, rows = self.shared_tables[dataset].current()
+        except DatasetUnavailable as exc:
+            raise ApiError(503, "dataset_unavailable", str(exc), {"Retry-After": "60"}) from None
+        ctx["dataset_version"] = version.version
+        as_of = None if version.metadata.get("as_of") is None else str(version.metadata["as_of"])
+        selected = [
+            {f: row.get(f) for f in grant.fields} for row in rows if all(row.get(k) == v for k, v in filters.items())
+        ]
+        evidence = {
+            "status": "ok",
+            "evidence_type": "shared_table",
+            "dataset": dataset,
+            "dataset_version": version.version,
+            "as_of": as_of,
+            "stale": is_stale(as_of, self.freshness_sla.get(dataset, DEFAULT_FRESHNESS_HOURS), self.now()),
+            "validation_run_ids": [str(r) for r in version.metadata.get("validation_runs") or []],
+            "purpose": body["purpose"],
+            "consumer": consumer.name,
+            "filters": filters,
+            "row_count": len(selected),
+            "rows": selected,
+            "issued_at": _now(),
+        }
+        return self._signed(ctx, evidence, fields=list(grant.fields))
+
     def health(self) -> dict[str, Any]:
         """Published (CURRENT) and served version per dataset; they differ while a new one loads."""
         datasets: dict[str, Any] = {}
         for evidence_type, dataset in EVIDENCE_TYPES.items():
-            index = self.indexes[dataset]
+            index = self.indexes.get(dataset)  # None: no grant returns it, so it is not loaded
             entry: dict[str, Any] = {"evidence_type": evidence_type, "version": None, "as_of": None}
             try:
                 v = store.current(dataset, self.cfg)
@@ -647,7 +701,11 @@ class EvidenceService:
                 entry.update(freshness_hours=sla, stale=is_stale(entry["as_of"], sla, self.now()))
             except (store.NotPublishedError, OSError, ValueError, KeyError):
                 pass
-            entry.update(serving_version=index.serving_version, load_error=index.last_error)
+            entry.update(
+                granted=index is not None,
+                serving_version=index.serving_version if index else None,
+                load_error=index.last_error if index else None,
+            )
             datasets[dataset] = entry
         return {"status": "ok", "datasets": datasets}
 
@@ -778,6 +836,14 @@ def create_app(
         schemas.AccessLogSearch,
         schemas.AccessLogAnswer,
         "Who looked at a subject's data, when, why and with what result (citizen service, auditor)",
+    )
+    post(
+        "/v1/shared-tables/query",
+        ("consumer",),
+        service.shared_table_op,
+        schemas.SharedTableQuery,
+        schemas.SignedAnswer,
+        "Rows of an aggregate shared dataset (about no one: no subject, no consent), signed",
     )
 
     @app.get(

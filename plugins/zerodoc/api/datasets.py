@@ -6,12 +6,23 @@ checks every granted field against these, so a typo in a grant fails at start, n
 
 from __future__ import annotations
 
-# evidence_type in the request -> published dataset
+# evidence_type in the request -> published dataset: every shared dataset about one person.
+# household_v1 is keyed by household: its evidence is the subject's household (membership from
+# residence_v1). living_population_by_region_v1 is about no one: it is read whole, with a purpose,
+# at POST /v1/shared-tables/query (SHARED_TABLES), never as evidence about a subject.
 EVIDENCE_TYPES: dict[str, str] = {
     "residence": "residence_v1",
     "income": "income_v1",
+    "employment": "employment_v1",
+    "household": "household_v1",
     "crime_victim_support": "victim_support_eligibility_v1",
     "youth_leap_eligibility": "youth_leap_eligibility_v1",
+    "benefit_notification": "benefit_notifications_v1",
+}
+
+# Aggregate datasets (no subject in them) -> the columns a query may filter on by equality.
+SHARED_TABLES: dict[str, tuple[str, ...]] = {
+    "living_population_by_region_v1": ("sido_code", "sigungu_code", "age_band", "sex"),
 }
 
 # The paper document a consumer asks the citizen for when we cannot answer for that person.
@@ -20,6 +31,9 @@ FALLBACK_DOCUMENTS: dict[str, str] = {
     "income_v1": "income certificate (소득금액증명)",
     "victim_support_eligibility_v1": "crime victim confirmation (범죄피해자 확인서)",
     "youth_leap_eligibility_v1": "income certificate (소득금액증명) and household certificate (주민등록표 등본)",
+    "employment_v1": "employment insurance eligibility history (고용보험 피보험자격 이력내역서)",
+    "household_v1": "household certificate (주민등록표 등본) and each member's income certificate (소득금액증명)",
+    "benefit_notifications_v1": "income certificate (소득금액증명) and household certificate (주민등록표 등본)",
 }
 
 # The one-stop crime-victim bundle: support area -> (eligibility, rule id, reason columns); the
@@ -31,6 +45,8 @@ VICTIM_SUPPORT_AREAS: dict[str, tuple[str, str, str]] = {
 }
 
 KEY_COLUMN = "subject_pseudonym"
+# Datasets keyed by something other than the subject: that column is the lookup key, never a field.
+KEY_COLUMNS: dict[str, str] = {"household_v1": "household_id"}
 
 DATASET_COLUMNS: dict[str, tuple[str, ...]] = {
     "residence_v1": (
@@ -70,8 +86,55 @@ DATASET_COLUMNS["youth_leap_eligibility_v1"] = (
     "is_eligible", "ineligibility_reason", "as_of",
 )
 
+DATASET_COLUMNS["employment_v1"] = (
+    "subject_pseudonym",
+    "is_insured",
+    "current_employer_brn",
+    "insured_since",
+    "current_monthly_wage_krw",
+    "current_enrolment_count",
+    "enrolment_count",
+    "last_lost_on",
+    "as_of",
+)
+DATASET_COLUMNS["household_v1"] = (
+    "household_id",
+    "household_size",
+    "members_with_income",
+    "household_income_krw",
+    "latest_tax_year",
+    "median_rule_id",
+    "median_year",
+    "median_income_krw",
+    "income_to_median_ratio",
+    "as_of",
+)
+DATASET_COLUMNS["benefit_notifications_v1"] = (
+    "notification_id",
+    "subject_pseudonym",
+    "programme",
+    "rule_id",
+    "reason",
+    "eligible_on",
+)
+DATASET_COLUMNS["living_population_by_region_v1"] = (
+    "sido_code",
+    "sido_name",
+    "sigungu_code",
+    "sigungu_name",
+    "age_band",
+    "sex",
+    "is_total",
+    "population",
+    "is_suppressed",
+    "suppression_reason",
+    "as_of",
+)
+
 # Datasets with several rows per subject: the evidence is the row with the greatest value here.
-LATEST_BY: dict[str, str] = {"income_v1": "tax_year"}
+# benefit_notifications_v1 has one row per person and programme; with one programme today that
+# is one per person, and with more the evidence names the most recent notification.
+LATEST_BY: dict[str, str] = {"income_v1": "tax_year", "benefit_notifications_v1": "eligible_on"}
 
 # Fields that are never granted: the key travels in the envelope, not in "fields".
 NOT_GRANTABLE = frozenset({KEY_COLUMN})

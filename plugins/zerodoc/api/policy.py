@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from zerodoc.api.consumers import NAME_PATTERN
-from zerodoc.api.datasets import DATASET_COLUMNS, NOT_GRANTABLE
+from zerodoc.api.datasets import DATASET_COLUMNS, KEY_COLUMNS, NOT_GRANTABLE
 from zerodoc.config import ConfigError, Settings
 
 PURPOSE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
@@ -108,9 +108,10 @@ def parse_policy(doc: Any, path: Path) -> AccessPolicy:
             raise _fail(path, where, f"unknown purpose {purpose!r}; declare it under 'purposes' first")
         if not isinstance(fields, list) or not fields:
             raise _fail(path, where, "fields must be a non-empty list")
+        not_grantable = NOT_GRANTABLE | {KEY_COLUMNS.get(dataset)}
         for f in fields:
-            if f not in DATASET_COLUMNS[dataset] or f in NOT_GRANTABLE:
-                allowed = sorted(set(DATASET_COLUMNS[dataset]) - NOT_GRANTABLE)
+            if f not in DATASET_COLUMNS[dataset] or f in not_grantable:
+                allowed = sorted(set(DATASET_COLUMNS[dataset]) - not_grantable)
                 raise _fail(path, where, f"unknown field {f!r} for {dataset}; grantable: {allowed}")
         if len(set(fields)) != len(fields):
             raise _fail(path, where, "a field is listed twice")

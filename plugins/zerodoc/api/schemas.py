@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from zerodoc.api.datasets import EVIDENCE_TYPES, SHARED_TABLES
+
 SUBJECT_ID_PATTERN = r"^\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])-[1-8]\d{6}$"
 PURPOSE_PATTERN = r"^[a-z][a-z0-9_]{2,63}$"
 
@@ -19,13 +21,22 @@ class _Strict(BaseModel):
 
 
 class EvidenceRequest(_Strict):
-    evidence_type: Literal["residence", "income", "crime_victim_support"]
+    evidence_type: Literal[tuple(EVIDENCE_TYPES)]  # type: ignore[valid-type]
     subject_id: str = Field(pattern=SUBJECT_ID_PATTERN, description="Resident registration number")
     purpose: str = Field(pattern=PURPOSE_PATTERN)
     consent_id: str = Field(min_length=1, max_length=128)
     fields: list[str] | None = Field(
         default=None, description="Ask for fewer fields than granted; asking for more is refused."
     )
+
+
+class SharedTableQuery(_Strict):
+    dataset: Literal[tuple(SHARED_TABLES)]  # type: ignore[valid-type]
+    purpose: str = Field(pattern=PURPOSE_PATTERN)
+    sido_code: str | None = Field(default=None, description="Only rows of this sido (2 digits)")
+    sigungu_code: str | None = Field(default=None, description="Only rows of this sigungu (5 digits)")
+    age_band: str | None = Field(default=None, description="e.g. 20-29, 80+, total")
+    sex: str | None = Field(default=None, description="M, F or total")
 
 
 class BundleRequest(_Strict):
