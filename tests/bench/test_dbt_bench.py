@@ -44,3 +44,9 @@ def test_day_two_changes_about_one_percent_of_rows(tmp_path):
     assert rows == N and other == 0
     assert bumped == changed["mois.residents"]
     assert 0.005 * N < bumped < 0.02 * N
+
+
+def test_both_sides_of_the_orchestration_ratio_run_the_pipelines_daily_build():
+    from zerodoc.transform.runner import DAILY_BUILD_ARGS
+
+    assert ("build", *dbt_bench.DAILY_ARGS) == DAILY_BUILD_ARGS

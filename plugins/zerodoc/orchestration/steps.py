@@ -82,11 +82,11 @@ def validate_step(qualified: str, ds: str, raw_path: str) -> dict:
 def dbt_build_step(ds: str) -> dict:
     from zerodoc import lineage
     from zerodoc.catalog import agencies, datasets
-    from zerodoc.transform.runner import run_dbt
+    from zerodoc.transform.runner import DAILY_BUILD_ARGS, run_dbt
 
     entities = [e.qualified for a in agencies().values() for e in a.entities.values()]
     with lineage.dbt_run(ds, entities, [d.model for d in datasets().values()]):
-        result = run_dbt(["build"], ds=ds)
+        result = run_dbt(list(DAILY_BUILD_ARGS), ds=ds)
     nodes = getattr(result, "nodes", [])
     for n in nodes:
         log.info("dbt %s %s %.2fs", getattr(n, "status", "?"), getattr(n, "unique_id", n),

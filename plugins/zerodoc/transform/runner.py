@@ -23,6 +23,10 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 # dbtRunner keeps global state (flags, adapter registry, env): one invocation per process at a time.
 _DBT_LOCK = threading.Lock()
 _FAILED = {"error", "fail", "runtime error"}
+# The daily run: every model and data test, no unit tests. Unit tests check SQL logic on fixed
+# fixture rows, not the day's data, so they run in CI (tests/transform) and on full builds, not on
+# each logical date (docs/dbt.md "The daily run"). The pipeline and the benchmarks both use this.
+DAILY_BUILD_ARGS = ("build", "--exclude-resource-type", "unit_test")
 
 
 class DbtRunError(RuntimeError):
