@@ -199,3 +199,23 @@ def test_cli_verifies_the_configured_database(audit_dsn, zerodoc_home, monkeypat
     monkeypatch.delenv("ZERODOC_AUDIT_DSN")
     explicit = runner.invoke(app, ["--dsn", audit_dsn])
     assert explicit.exit_code == 1 and "BROKEN" in explicit.output
+
+
+def test_a_role_with_only_insert_and_select_writes_and_verifies(audit_dsn):
+    PostgresAuditLog(audit_dsn).append(decision="allowed", status=200, reason="health")  # creates the table
+    role = f"zd_audit_writer_{secrets.token_hex(3)}"
+    with psycopg.connect(audit_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT USAGE ON SCHEMA zerodoc_audit TO {role}")
+        conn.execute(f"GRANT INSERT, SELECT ON {TABLE} TO {role}")
+    try:
+        writer_dsn = audit_dsn.replace("postgres@", f"{role}@")
+        writer = PostgresAuditLog(writer_dsn, group_commit=True)
+        assert writer.append(decision="denied", status=401, reason="unauthorized")["seq"] == 2
+        assert writer.verify().ok and writer.verify().records == 2
+        with psycopg.connect(writer_dsn, autocommit=True) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f"UPDATE {TABLE} SET decision = 'allowed'")
+    finally:
+        with psycopg.connect(audit_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")

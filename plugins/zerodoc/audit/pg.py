@@ -96,7 +96,14 @@ def connect(dsn: str):
     return conn
 
 
+def table_exists(conn) -> bool:
+    return bool(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,)).fetchone()[0])
+
+
 def ensure_schema(conn) -> None:
+    """Create the table and its triggers once; a role with only INSERT and SELECT never gets here."""
+    if table_exists(conn):
+        return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
         conn.execute(DDL)
@@ -182,7 +189,8 @@ class PostgresAuditLog(GroupCommitLog):
         sql += " ORDER BY seq DESC LIMIT %s"
         params.append(query.limit)
         with connect(self.dsn) as conn:
-            ensure_schema(conn)
+            if not table_exists(conn):
+                return []  # nothing was ever recorded here
             rows = conn.execute(sql, params).fetchall()
         return [json.loads(r[0]) for r in rows]
 
@@ -193,8 +201,7 @@ class PostgresAuditLog(GroupCommitLog):
         where = self.describe()
         try:
             with connect(self.dsn) as conn:
-                exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,)).fetchone()[0]
-                if not exists:
+                if not table_exists(conn):
                     return VerifyResult(False, 0, None, f"no audit table {TABLE} in {where}")
                 conn.autocommit = False
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
