@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -37,8 +38,10 @@ class ChangeSet:
 
 
 def apply_changes(qualified: str, day: str, cfg: Settings, seed: int, *, deletions: int = 0, updates: int = 0,
-                  late: int = 0, late_by_hours: int = 30) -> ChangeSet:
-    """Change `deletions + updates + late` distinct live, single-row records of `qualified` on `day`.
+                  late: int = 0, late_by_hours: int = 30, delete_keys: Sequence[int] = (),
+                  exclude: Sequence[int] = ()) -> ChangeSet:
+    """Change `deletions + updates + late` distinct live, single-row records of `qualified` on `day`,
+    none of them in `exclude`; `delete_keys` are soft-deleted as well (the caller's choice).
 
     Deleted rows get `deleted_column` (and the cursor) stamped `day 09:00`; updated rows get the
     cursor `day 10:00`; late rows get it `late_by_hours` earlier than that, i.e. inside a window
@@ -51,13 +54,18 @@ def apply_changes(qualified: str, day: str, cfg: Settings, seed: int, *, deletio
     ent = lookup(qualified)
     if ent.cursor is None:
         raise ValueError(f"{qualified} has no cursor column to stamp changes with")
-    if deletions and ent.deleted_column is None:
+    if (deletions or delete_keys) and ent.deleted_column is None:
         raise ValueError(f"{qualified} declares no deleted_column: it cannot soft-delete")
     path = stand_in_path(ent, cfg)
     table = pq.read_table(path)
     keys = table[ent.key].to_numpy(zero_copy_only=False)
     _, first, counts = np.unique(keys, return_index=True, return_counts=True)
     candidates = np.sort(first[counts == 1])
+    fixed = np.flatnonzero(np.isin(keys, np.asarray(delete_keys, dtype=keys.dtype)))
+    if len(fixed) != len(set(delete_keys)):
+        raise ValueError(f"{qualified}: delete_keys must each name one row")
+    candidates = candidates[~np.isin(keys[candidates], np.asarray(list(exclude) + list(delete_keys),
+                                                                  dtype=keys.dtype))]
     if ent.deleted_column is not None:
         col = table[ent.deleted_column]
         live = pc.invert(pc.fill_null(col, False)) if pa.types.is_boolean(col.type) else pc.is_null(col)
@@ -68,7 +76,8 @@ def apply_changes(qualified: str, day: str, cfg: Settings, seed: int, *, deletio
     date = dt.date.fromisoformat(day)
     rng = np.random.default_rng([seed, date.toordinal(), zlib.crc32(qualified.encode())])
     picked = rng.choice(candidates, wanted, replace=False)
-    rows = {"deleted": np.sort(picked[:deletions]), "updated": np.sort(picked[deletions:deletions + updates]),
+    rows = {"deleted": np.sort(np.concatenate([picked[:deletions], fixed]).astype(np.int64)),
+            "updated": np.sort(picked[deletions:deletions + updates]),
             "late": np.sort(picked[deletions + updates:])}
 
     deleted_stamp = dt.datetime.combine(date, DELETED_AT)
@@ -80,7 +89,7 @@ def apply_changes(qualified: str, day: str, cfg: Settings, seed: int, *, deletio
     cursor[rows["late"]] = np.datetime64(late_stamp, "us")
     table = table.set_column(table.schema.get_field_index(ent.cursor), ent.cursor,
                              pa.array(cursor, table.schema.field(ent.cursor).type))
-    if deletions:
+    if len(rows["deleted"]):
         i = table.schema.get_field_index(ent.deleted_column)
         col = table[ent.deleted_column]
         hit = np.zeros(table.num_rows, dtype=bool)
