@@ -70,16 +70,18 @@ class Snapshot:
     published_for: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("keys", "quarantined"):  # _position reads their raw bytes
+            object.__setattr__(self, name, np.ascontiguousarray(getattr(self, name), dtype=f"S{KEY_BYTES}"))
         # A getter per column over one contiguous array: no Arrow scalar per request.
         columns = (
             [(n, _getter(self.table.column(n).combine_chunks())) for n in self.table.column_names]
             if len(self.keys)
             else []
         )
-        object.__setattr__(self, "_columns", columns)
+        object.__setattr__(self, "_columns", tuple(columns))
 
     def is_quarantined(self, pseudonym: str) -> bool:
-        return _contains(self.quarantined, pseudonym)
+        return len(self.quarantined) > 0 and _contains(self.quarantined, pseudonym)
 
     def lookup(self, pseudonym: str) -> dict[str, Any] | None:
         i = _position(self.keys, pseudonym)
@@ -123,17 +125,20 @@ def _on_event_loop() -> bool:
 
 
 def _position(keys: np.ndarray, pseudonym: str) -> int | None:
+    """Row of the pseudonym in sorted S32 keys, or None."""
     try:
         needle = bytes.fromhex(pseudonym)
     except ValueError:
         return None
-    if len(needle) != KEY_BYTES or len(keys) == 0:
+    n = len(keys)
+    if len(needle) != KEY_BYTES or n == 0:
         return None
-    i = int(np.searchsorted(keys, needle))
-    # numpy strips trailing NUL bytes from S-dtype items: pad back before comparing.
-    if i >= len(keys) or keys[i].ljust(KEY_BYTES, b"\0") != needle:
+    i = int(keys.searchsorted(needle))
+    if i >= n:
         return None
-    return i
+    # Compare the stored bytes: numpy's item would strip trailing NULs and cost a scalar object.
+    at = i * KEY_BYTES
+    return i if memoryview(keys).cast("B")[at : at + KEY_BYTES] == needle else None
 
 
 def _contains(keys: np.ndarray, pseudonym: str) -> bool:
