@@ -162,6 +162,10 @@ def up(cfg: Settings, timeout: float = 180.0, log=print) -> dict[str, int]:
     _run([_bin("airflow"), "db", "migrate"], env)
     _run([_bin("airflow"), "pools", "set", "warehouse_writer", "1", "One writer at a time on the DuckDB warehouse"],
          env)
+    from zerodoc.transform.cosmos_task_group import ensure_manifest_for_mode
+
+    log("dbt parse: the manifest publish_shared's per-model tasks render from…")
+    ensure_manifest_for_mode(cfg, deployment="cluster")
     logs = cluster_dir(cfg) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     pids: dict[str, int] = {}

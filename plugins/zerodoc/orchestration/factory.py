@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
 import textwrap
 
 from airflow.sdk import DAG, Param, get_current_context, task
@@ -11,6 +13,8 @@ from zerodoc.alerts import on_failure_callback
 from zerodoc.catalog import Agency, datasets
 from zerodoc.orchestration import steps
 from zerodoc.orchestration.assets import published_asset, validated_asset
+
+log = logging.getLogger(__name__)
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DEFAULT_ARGS = {
@@ -70,6 +74,7 @@ def build_ingest_dag(agency: Agency) -> DAG:
 def build_publish_dag() -> DAG:
     specs = datasets()
     inputs = sorted({q for d in specs.values() for q in d.inputs})
+    manifest = _watcher_manifest()
     doc = textwrap.dedent(f"""\
         ### Publish shared datasets
         Runs when every validated input has a new partition: builds the dbt project (staging →
@@ -80,7 +85,7 @@ def build_publish_dag() -> DAG:
         **Owner:** zerodoc-platform · **Writes:** the DuckDB warehouse (one run at a time).
 
         **Triage:** a `gate_*` failure names the failing check, the rows and the validation report;
-        the dataset keeps its previous version. A `dbt_build` failure names the failing models/tests.
+        the dataset keeps its previous version. {_dbt_triage(manifest)}
         """)
     with DAG(
         dag_id="publish_shared",
@@ -109,13 +114,9 @@ def build_publish_dag() -> DAG:
                 raise ValueError(f"cannot tell which logical date to publish from asset events: {dates}")
             return dates.pop()
 
-        @task(pool="warehouse_writer", pool_slots=1)
-        def dbt_build(for_date: str) -> dict:
-            return steps.dbt_build_step(for_date)
-
         for_date = resolve_ds()
-        built = dbt_build(for_date)
-        for name in specs:
+        built = _dbt_tasks(for_date, [d.model for d in specs.values()], manifest)
+        for name, spec in specs.items():
 
             @task(task_id=f"gate_{name}")
             def gate(for_date: str, name: str = name) -> list[str]:
@@ -127,7 +128,7 @@ def build_publish_dag() -> DAG:
 
             g = gate(for_date)
             p = publish(for_date)
-            [g, built] >> p
+            [g, *built[spec.model]] >> p
 
         @task
         def check_freshness(for_date: str) -> list[str]:
@@ -141,6 +142,68 @@ def build_publish_dag() -> DAG:
         # would become the only leaf and turn a closed gate into a successful run.
         check_freshness(for_date)
     return dag
+
+
+def _dbt_triage(manifest) -> str:
+    if manifest is None:
+        return "A `dbt_build` failure names the failing models/tests."
+    return (
+        "dbt runs once, in `dbt.dbt_producer_watcher`; each model has a `dbt.<model>.run` and a "
+        "`dbt.<model>.test` task that ends as that model ended: a failed one is the model that broke "
+        "(its dependents show upstream_failed), and only the datasets built from it keep their "
+        "previous version."
+    )
+
+
+def _watcher_manifest():
+    """The manifest for per-model tasks, or None: single-task mode, or no manifest yet (logged)."""
+    from zerodoc.transform.cosmos_task_group import dbt_tasks_mode, manifest_path
+
+    if dbt_tasks_mode() != "watcher":
+        return None
+    path = manifest_path()
+    if not path.exists():
+        log.warning(
+            "ZERODOC_DBT_TASKS=watcher but %s is missing: publish_shared falls back to one dbt_build task. "
+            "`zerodoc run` and `zerodoc cluster up` write it (zerodoc.transform.cosmos_task_group.ensure_manifest).",
+            path,
+        )
+        return None
+    return path
+
+
+def _dbt_tasks(for_date, models: list[str], manifest) -> dict[str, list]:
+    """The dbt build after `for_date`; per shared model, the tasks that must succeed before it publishes.
+
+    Watcher mode: a Cosmos task group, one task per model and per model's tests, the build run
+    once by its producer, plus `warehouse_released`, which ends when the producer does, whatever
+    its state: publishing reads the warehouse only after the writer let go of it. Single mode (or
+    no manifest): the one `dbt_build` task.
+    """
+    if manifest is None:
+
+        @task(pool="warehouse_writer", pool_slots=1)
+        def dbt_build(for_date: str) -> dict:
+            return steps.dbt_build_step(for_date)
+
+        built = dbt_build(for_date)
+        return {m: [built] for m in models}
+
+    from airflow.providers.standard.operators.empty import EmptyOperator
+
+    from zerodoc.transform.cosmos_task_group import dbt_task_group, model_task_ids
+
+    group = dbt_task_group(
+        "dbt",
+        manifest=manifest,
+        ds_template="{{ ti.xcom_pull(task_ids='resolve_ds') }}",
+        # Live consumers need a scheduler and a triggerer; dag.test() (the embedded run) has neither.
+        live=os.environ.get("ZERODOC_DEPLOYMENT") == "cluster",
+    )
+    for_date >> group
+    warehouse_released = EmptyOperator(task_id="warehouse_released", trigger_rule="all_done")
+    group.children["dbt.dbt_producer_watcher"] >> warehouse_released
+    return {m: [warehouse_released, *(group.dag.task_dict[t] for t in model_task_ids(group, m))] for m in models}
 
 
 def build_notify_dag() -> DAG:

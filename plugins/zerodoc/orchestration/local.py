@@ -59,8 +59,11 @@ def _airflow(*args: str) -> None:
 
 
 def ensure_metadata_db(cfg: Settings) -> None:
-    """Create/upgrade Airflow's SQLite metadata DB and the warehouse pool, once."""
+    """Create/upgrade Airflow's SQLite metadata DB and the warehouse pool, once; refresh the dbt manifest."""
     apply_airflow_env(cfg)
+    from zerodoc.transform.cosmos_task_group import ensure_manifest_for_mode
+
+    ensure_manifest_for_mode(cfg)  # per-model dbt tasks render from it; DAG parsing never runs dbt
     marker = Path(os.environ["AIRFLOW_HOME"]) / ".zerodoc-migrated"
     if marker.exists():
         return
