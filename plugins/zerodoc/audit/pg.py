@@ -43,7 +43,15 @@ TABLE = f"{SCHEMA}.evidence_log"
 CHAIN_LOCK = 0x5A44_4155_4449_5401  # "ZDAUDIT" + 1
 DDL_LOCK = 0x5A44_4155_4449_5402
 INDEXED = ("ts", "subject_pseudonym", "consumer", "decision", "path")
-COPY_SQL = f"COPY {TABLE} (seq, {', '.join(INDEXED)}, hash, record) FROM STDIN"
+# One simple-query string (no parameters): BEGIN, the chain lock and the head in one round trip.
+LOCK_AND_HEAD_SQL = (
+    f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK}); SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1"
+)
+INSERT_SQL = (
+    f"INSERT INTO {TABLE} (seq, {', '.join(INDEXED)}, hash, record) "
+    "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::text[])"
+)
 
 DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {SCHEMA};
@@ -140,25 +148,23 @@ class PostgresAuditLog(GroupCommitLog):
         with self._conn_lock:
             try:
                 conn = self._connection()
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
-                    head = conn.execute(f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchone()
-                    seq, prev_hash = (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
-                    records, lines = chain(batch, seq, prev_hash)
-                    with (
-                        conn.cursor() as cur,
-                        cur.copy(COPY_SQL) as copy,
-                    ):
-                        for rec, line in zip(records, lines, strict=True):
-                            copy.write_row(
-                                (
-                                    rec["seq"],
-                                    *(rec.get(k) for k in INDEXED),
-                                    rec["hash"],
-                                    line[:-1].decode("utf-8"),
-                                )
-                            )
-                # Leaving the block committed; psycopg raises here if COMMIT failed.
+                # Three round trips while the lock is held: begin+lock+head, insert, commit.
+                cur = conn.execute(LOCK_AND_HEAD_SQL)
+                while cur.nextset():  # to the last statement's result: the head
+                    pass
+                head = cur.fetchone()
+                seq, prev_hash = (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
+                records, lines = chain(batch, seq, prev_hash)
+                conn.execute(
+                    INSERT_SQL,
+                    (
+                        [r["seq"] for r in records],
+                        *([r.get(k) for r in records] for k in INDEXED),
+                        [r["hash"] for r in records],
+                        [line[:-1].decode("utf-8") for line in lines],
+                    ),
+                )
+                conn.execute("COMMIT")  # raises if it failed; nobody is released before this returns
             except (psycopg.Error, OSError, ValueError, KeyError, TypeError) as exc:
                 self._drop_connection()
                 raise AuditError(f"cannot append to audit log {self.describe()}: {exc}") from exc
