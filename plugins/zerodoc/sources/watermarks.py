@@ -102,43 +102,53 @@ def overlapping_dates(entity, logical_date: str, window: Window, cfg: Settings) 
     return out
 
 
-def already_extracted(entity, logical_date: str, window: Window, cfg: Settings) -> set[tuple[int, int]]:
-    """(key, cursor in µs) of every row version another overlapping raw partition already holds."""
+def pair_codes(keys, cursors) -> pa.Array:
+    """(key, cursor) as one 16-byte value per row (both as int64), so a set lookup is one vectorised
+    hash probe. A row with a NULL key or cursor gets a NULL code and never matches."""
+    import numpy as np
+
+    k = keys.cast(pa.int64())
+    c = cursors.cast(pa.int64())
+    n = len(k)
+    packed = np.empty((n, 2), dtype="<i8")
+    packed[:, 0] = k.fill_null(0).to_numpy(zero_copy_only=False)
+    packed[:, 1] = c.fill_null(0).to_numpy(zero_copy_only=False)
+    valid = pc.and_(pc.is_valid(k), pc.is_valid(c))
+    codes = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(packed.tobytes())])
+    return pc.if_else(valid, codes, pa.scalar(None, pa.binary(16)))
+
+
+def already_extracted(entity, logical_date: str, window: Window, cfg: Settings) -> pa.Array:
+    """The (key, cursor) codes of every row version another overlapping raw partition already holds,
+    within this window's read range."""
     import pyarrow.parquet as pq
 
     from zerodoc.sources.extract import raw_partition
 
-    seen: set[tuple[int, int]] = set()
+    codes = []
     for d in overlapping_dates(entity, logical_date, window, cfg):
         path = raw_partition(entity, d, cfg) / "part-0.parquet"
         if not path.is_file():
             continue
         t = pq.read_table(path, columns=[entity.key, entity.cursor])
         t = t.filter(window.mask(t))
-        keys = t[entity.key].to_pylist()
-        cursors = t[entity.cursor].cast(pa.int64()).to_pylist()
-        seen.update(zip(keys, cursors, strict=True))
-    return seen
+        codes.append(pair_codes(t[entity.key].combine_chunks(), t[entity.cursor].combine_chunks()))
+    if not codes:
+        return pa.array([], pa.binary(16))
+    return pc.unique(pa.concat_arrays(codes)).drop_null()
 
 
-def drop_seen(batches, entity, seen: set[tuple[int, int]]):
+def drop_seen(batches, entity, seen: pa.Array):
     """Leave out the row versions in `seen`; rows within this extraction are never compared to each
     other (a duplicate key in the source stays for validation to reject)."""
-    if not seen:
+    if len(seen) == 0:
         yield from batches
         return
-    seen_keys = pa.array(sorted({k for k, _ in seen}), pa.int64())
     for batch in batches:
-        keys = batch.column(batch.schema.get_field_index(entity.key))
-        candidates = pc.fill_null(pc.is_in(keys.cast(pa.int64()), value_set=seen_keys), False)
-        if not pc.any(candidates).as_py():
-            yield batch
-            continue
-        cursors = batch.column(batch.schema.get_field_index(entity.cursor)).cast(pa.int64()).to_pylist()
-        key_list = keys.to_pylist()
-        keep = [not (c and (k, cur) in seen) for c, k, cur in
-                zip(candidates.to_pylist(), key_list, cursors, strict=True)]
-        yield batch.filter(pa.array(keep))
+        codes = pair_codes(batch.column(batch.schema.get_field_index(entity.key)),
+                           batch.column(batch.schema.get_field_index(entity.cursor)))
+        hit = pc.fill_null(pc.is_in(codes, value_set=seen), False)
+        yield batch.filter(pc.invert(hit)) if pc.any(hit).as_py() else batch
 
 
 def record_window(entity, logical_date: str, window: Window, rows: int, checksum: str, cfg: Settings) -> None:
