@@ -60,6 +60,20 @@ def tombstone_check(key: str) -> Check:
     )
 
 
+def _may_hold_tombstones(raw_path: Path, schema: pa.Schema) -> bool:
+    """Whether any row group's `_op` statistics admit 'delete': a partition without tombstones is
+    validated exactly as before they existed (no filtered view, no extra check)."""
+    i = schema.get_field_index(TOMBSTONE_OP_COLUMN)
+    if i < 0:
+        return False
+    meta = pq.ParquetFile(raw_path).metadata
+    for rg in range(meta.num_row_groups):
+        stats = meta.row_group(rg).column(i).statistics
+        if stats is None or not stats.has_min_max or stats.min <= "delete" <= stats.max:
+            return True
+    return False
+
+
 class AccountingError(RuntimeError):
     """extracted != passed + quarantined: rows were lost or duplicated by the split."""
 
@@ -262,7 +276,7 @@ class _Scratch:
         self.raw_schema = pq.read_schema(raw_path)
         self.raw_columns = self.raw_schema.names
         # Tombstones (zerodoc.sources.extract.with_ops) carry no payload: the suite sees live rows only.
-        self.has_tombstones = TOMBSTONE_OP_COLUMN in self.raw_columns
+        self.has_tombstones = _may_hold_tombstones(raw_path, self.raw_schema)
         live = f" WHERE {TOMBSTONE_OP_COLUMN} IS DISTINCT FROM 'delete'" if self.has_tombstones else ""
         self.con.execute(f"CREATE VIEW batch AS SELECT * FROM {self.source}){live}")
         self.raw_path = raw_path
