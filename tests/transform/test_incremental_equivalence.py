@@ -36,14 +36,19 @@ def _append(table: pa.Table, row: dict[str, object]) -> pa.Table:
 
 
 def write_day2(home) -> None:
-    """Day 2 = day 1 with a move, a removal, a new person, a corrected return, a lost job and a new case."""
+    """Day 2 = day 1 with a move, removals, a new person, a corrected and a withdrawn return, a lost job and a new case.
+
+    Removals: resident 5 (a duplicate registry row of a person who keeps another row) and resident 3
+    (the person's only row: they vanish from the spine and their household shrinks); income 1 (one
+    of two tax years of a person, the kept filing of that year).
+    """
     src = home / "validated"
 
     def read(agency: str, entity: str) -> pa.Table:
         return pq.read_table(src / agency / entity / f"ds={DS}" / "part-0.parquet")
 
     residents = _bump(read("mois", "residents"), "resident_id", {4}, sigungu_code="11110")
-    residents = residents.filter(pc.not_equal(residents["resident_id"], 5))
+    residents = residents.filter(pc.invert(pc.is_in(residents["resident_id"], pa.array([3, 5], pa.int64()))))
     residents = _append(residents, {
         "resident_id": 6, "rrn": "010606-4123456", "name": "최지우", "sex": "F", "birth_date": "20010606",
         "household_id": 300, "sigungu_code": "41590", "address": "경기도 화성시 시청로 159",
@@ -54,6 +59,7 @@ def write_day2(home) -> None:
         "registered_date": "20250301", "updated_at": BUMPED.as_py(),
     })  # fmt: skip
     incomes = _bump(read("nts", "income"), "income_id", {2}, earned_income=5_000_000)
+    incomes = incomes.filter(pc.not_equal(incomes["income_id"], 1))
     enrolments = _bump(read("moel", "employment_insurance"), "enrolment_id", {1}, lost_date=DAY2.replace("-", ""))
     cases = _append(read("police", "crime_victim_cases"), {
         "case_id": 5, "victim_rrn": "010606-4123456", "crime_type": "상해", "incident_date": "20250228",
@@ -112,5 +118,11 @@ def test_daily_build_after_a_change_equals_a_full_rebuild(day2_both_ways):
         assert daily[name] == full[name], f"{name}: the daily build differs from a full rebuild"
     # The fixture really changed things: the comparison is not of two unchanged copies of day 1.
     changed = {n for n in full if day1.get(n) != full[n]}
-    assert {"staging.stg_mois__residents", "staging.stg_nts__incomes", "shared.residence_v1",
-            "shared.employment_v1", "shared.victim_support_eligibility_v1"} <= changed  # fmt: skip
+    assert {
+        "staging.stg_mois__residents", "staging.stg_nts__incomes", "intermediate.int_residents_deduplicated",
+        "intermediate.int_incomes_latest_filing", "intermediate.int_persons", "shared.income_v1",
+        "shared.residence_v1", "shared.employment_v1", "shared.victim_support_eligibility_v1",
+    } <= changed  # fmt: skip
+    # Resident 3 (their only row) vanished, 6 is new, 5 was a duplicate row never kept.
+    assert sorted(r[0] for r in day1["intermediate.int_residents_deduplicated"]) == [1, 2, 3, 4]
+    assert sorted(r[0] for r in daily["intermediate.int_residents_deduplicated"]) == [1, 2, 4, 6]

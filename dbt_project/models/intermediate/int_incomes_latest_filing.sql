@@ -1,5 +1,17 @@
 -- One row per subject and tax year. NTS can hold an original and an amended return for the same
 -- year; the latest filing supersedes (then latest update, then highest income_id, so reruns agree).
+-- Incremental by person: a daily run recomputes every tax year of the persons whose NTS rows changed
+-- (macros/changed_subjects.sql); income_id and updated_at of the kept filing are kept for that diff.
+
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='subject_pseudonym',
+        on_schema_change='fail',
+        post_hook=["{{ delete_vanished_subjects(ref('stg_nts__incomes')) }}"]
+    )
+}}
 
 with
 
@@ -9,10 +21,29 @@ incomes as (
 
 ),
 
+{% if is_incremental() %}
+changed_subjects as (
+
+    {{ changed_subjects(ref('stg_nts__incomes'), 'income_id') }}
+
+),
+{% endif %}
+
+candidates as (
+
+    select incomes.*
+    from incomes
+    {% if is_incremental() %}
+    semi join changed_subjects
+        on incomes.subject_pseudonym = changed_subjects.subject_pseudonym
+    {% endif %}
+
+),
+
 latest_filing as (
 
     select *
-    from incomes
+    from candidates
     qualify row_number() over (
         partition by subject_pseudonym, tax_year
         order by filed_on desc nulls last, updated_at desc nulls last, income_id desc
@@ -29,7 +60,9 @@ final as (
         business_income_krw,
         other_income_krw,
         earned_income_krw + business_income_krw + other_income_krw as total_income_krw,
-        filed_on
+        filed_on,
+        income_id,
+        updated_at
 
     from latest_filing
 

@@ -1,6 +1,18 @@
 -- The validated zone checks rows, not people: one person (same pseudonym) can still hold two
 -- registry rows, e.g. a move recorded as a new row. Keep the most recently updated row, then the
 -- latest move-in, then the highest resident_id, so reruns pick the same row every time.
+-- Incremental by person: a daily run re-deduplicates only the persons whose registry rows changed
+-- (macros/changed_subjects.sql); a full build does everyone. docs/dbt.md explains the strategy.
+
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='subject_pseudonym',
+        on_schema_change='fail',
+        post_hook=["{{ delete_vanished_subjects(ref('stg_mois__residents')) }}"]
+    )
+}}
 
 with
 
@@ -10,10 +22,29 @@ residents as (
 
 ),
 
+{% if is_incremental() %}
+changed_subjects as (
+
+    {{ changed_subjects(ref('stg_mois__residents'), 'resident_id') }}
+
+),
+{% endif %}
+
+candidates as (
+
+    select residents.*
+    from residents
+    {% if is_incremental() %}
+    semi join changed_subjects
+        on residents.subject_pseudonym = changed_subjects.subject_pseudonym
+    {% endif %}
+
+),
+
 deduplicated as (
 
     select *
-    from residents
+    from candidates
     qualify row_number() over (
         partition by subject_pseudonym
         order by updated_at desc nulls last, moved_in_on desc nulls last, resident_id desc

@@ -1,3 +1,9 @@
+-- A view: the mart is int_incomes_latest_filing (incremental by person) with the run's as_of added,
+-- so a stored copy would be a full rewrite every day for no work. Publishing exports it whole into
+-- an immutable Parquet version either way (zerodoc.transform.runner.export_mart).
+
+{{ config(materialized='view') }}
+
 with
 
 incomes as (
