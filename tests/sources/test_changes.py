@@ -189,3 +189,26 @@ def test_postgres_pushdown_gives_the_same_partitions(source, monkeypatch, postgr
         s = _scenario(cfg, reload=lambda: load_servers({"mois": agencies()["mois"]}, cfg))
         _assert_scenario(cfg, expected, s)
         assert json.loads(s["r"][2].manifest_path.read_text())["source"]["kind"] == "postgres"
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"deleted_column": "name"}, "deleted_column 'name' must be a declared timestamp or bool column"),
+    ({"deleted_column": "gone_at"}, "deleted_column 'gone_at' must be a declared timestamp or bool column"),
+    ({"lookback_hours": -1}, "lookback_hours must be a whole number >= 0"),
+    ({"lookback_hours": 12, "cursor": None}, "lookback_hours must be a whole number >= 0 and needs a cursor"),
+])
+def test_config_rejects_a_bad_deletion_or_lookback_setting(patch, message, tmp_path):
+    import yaml
+
+    from zerodoc.catalog import agencies as load
+    from zerodoc.config import REPO_ROOT, ConfigError
+
+    doc = yaml.safe_load((REPO_ROOT / "config/sources.yml").read_text(encoding="utf-8"))
+    residents = doc["agencies"]["mois"]["entities"]["residents"]
+    residents.update(patch)
+    if residents.get("cursor") is None:
+        residents.pop("cursor")
+    path = tmp_path / "sources.yml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"mois.residents: {message}"):
+        load(path)
