@@ -212,3 +212,38 @@ def test_config_rejects_a_bad_deletion_or_lookback_setting(patch, message, tmp_p
     path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     with pytest.raises(ConfigError, match=f"mois.residents: {message}"):
         load(path)
+
+
+@pytest.mark.services
+def test_mariadb_pushdown_of_the_lookback_equals_the_file_filter(zerodoc_home, tmp_path, monkeypatch, mariadb_up):
+    """nts.business_registrations on MariaDB: the read range (low - 48 h, high] is pushed down and the
+    late corrections land in the next partition, as with the file stand-in."""
+    from tests.servers import scratch_mariadb
+    from zerodoc.config import Settings
+
+    q, days = "nts.business_registrations", ("2026-10-15", "2026-10-16")
+    for a in agencies().values():
+        monkeypatch.delenv(f"AIRFLOW_CONN_{a.conn_id.upper()}", raising=False)
+
+    def run(cfg, reload) -> tuple[list, object]:
+        generate(2000, SEED, cfg.sources_dir)
+        reload()
+        first = extract(q, days[0], cfg, mode="incremental")
+        changes = apply_changes(q, days[1], cfg, SEED, updates=4, late=3, late_by_hours=30)
+        reload()
+        second = extract(q, days[1], cfg, mode="incremental")
+        return [pq.read_table(r.path) for r in (first, second)], changes
+
+    files, changes = run(settings(), lambda: None)
+    with scratch_mariadb() as uri:
+        monkeypatch.setenv("AIRFLOW_CONN_ZERODOC_NTS", uri)
+        cfg = Settings(home=tmp_path / "mariadb_home")
+        served, again = run(cfg, lambda: load_servers({"nts": agencies()["nts"]}, cfg))
+    assert again == changes
+    order = [("business_registration_id", "ascending"), ("updated_at", "ascending")]
+    for f, m in zip(files, served, strict=True):  # the server sorts by key, the stand-in is file order
+        assert m.num_rows == f.num_rows and m.sort_by(order).equals(f.sort_by(order))
+    late = files[1].filter(pc.is_in(files[1]["business_registration_id"], pc.cast(changes.late, "int64")))
+    assert late.num_rows == 3 and set(late["updated_at"].to_pylist()) == {dt.datetime(2026, 10, 15, 4)}
+    assert not set(changes.late) & set(files[0].filter(
+        pc.equal(files[0]["updated_at"], dt.datetime(2026, 10, 15, 4)))["business_registration_id"].to_pylist())
