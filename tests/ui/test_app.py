@@ -145,6 +145,7 @@ def test_task_links_point_into_the_auditor_section():
         "/airflow/zerodoc/reports/mois__residents-2026-11-20-abc/report.html"
     assert task_link("publish_residence_v1", None, prefix="") == "/zerodoc/publish#ds-residence_v1"
     assert task_link("dbt_build", None, prefix="") == "/zerodoc/dbt-docs/"
+    assert task_link("dbt.dbt_producer_watcher", None, prefix="") == "/zerodoc/dbt-docs/"
     # A validate task that failed before returning has no report: no link rather than a broken one.
     assert task_link("validate_residents", None, prefix="") == ""
     assert task_link("extract_residents", None, prefix="") == ""

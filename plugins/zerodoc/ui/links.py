@@ -44,7 +44,7 @@ def task_link(task_id: str, returned: Any, prefix: str | None = None) -> str:
         return report_href(returned["report_path"], prefix)
     if task_id.startswith("publish_"):
         return f"{prefix}/{SECTION}/publish#ds-{quote(task_id.removeprefix('publish_'))}"
-    if task_id == "dbt_build":
+    if task_id in ("dbt_build", "dbt.dbt_producer_watcher"):  # the one dbt build, either dbt task mode
         return f"{prefix}/{SECTION}/dbt-docs/"
     return ""
 
