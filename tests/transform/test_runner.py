@@ -62,8 +62,10 @@ def test_build_succeeds_and_reports_every_node(built):
 
 def test_marts_have_the_contracted_columns(built):
     cfg, _ = built
-    assert _columns(cfg, "shared", "residence_v1") == RESIDENCE_COLUMNS
-    assert _columns(cfg, "shared", "income_v1") == INCOME_COLUMNS
+    # Mart rows do not repeat the run's as_of: it is one row of shared.build_as_of, stamped on publish.
+    assert _columns(cfg, "shared", "residence_v1") == RESIDENCE_COLUMNS[:-1]
+    assert _columns(cfg, "shared", "income_v1") == INCOME_COLUMNS[:-1]
+    assert _rows(cfg, "select cast(as_of as varchar) from shared.build_as_of") == [(DS,)]
 
 
 def test_residence_one_row_per_person_with_household_and_region(built, pseudonym_key):
@@ -73,8 +75,8 @@ def test_residence_one_row_per_person_with_household_and_region(built, pseudonym
         for r in _rows(
             cfg,
             "select subject_pseudonym, sido_code, sido_name, sigungu_code, sigungu_name, household_id, "
-            "household_size, is_household_head, cast(moved_in_on as varchar), cast(as_of as varchar) "
-            "from shared.residence_v1",
+            "household_size, is_household_head, cast(moved_in_on as varchar), "
+            "(select cast(as_of as varchar) from shared.build_as_of) from shared.residence_v1",
         )
     }
     p = lambda rrn: pseudonymize(rrn, pseudonym_key)  # noqa: E731
@@ -92,7 +94,7 @@ def test_income_one_row_per_person_and_year_latest_filing_wins(built, pseudonym_
     rows = _rows(
         cfg,
         "select subject_pseudonym, tax_year, earned_income_krw, business_income_krw, other_income_krw, "
-        "total_income_krw, cast(filed_on as varchar), cast(as_of as varchar) "
+        "total_income_krw, cast(filed_on as varchar), (select cast(as_of as varchar) from shared.build_as_of) "
         "from shared.income_v1 order by subject_pseudonym, tax_year",
     )
     p = lambda rrn: pseudonymize(rrn, pseudonym_key)  # noqa: E731
@@ -184,6 +186,14 @@ def test_export_mart_writes_deterministic_zstd_parquet(built, tmp_path):
     assert meta.num_rows == 3
     assert meta.row_group(0).column(0).compression == "ZSTD"
     assert [f.name for f in pq.read_schema(first)] == [c for c, _ in INCOME_COLUMNS]
+    # The build's as_of is stamped on every published row; another date is refused, nothing written.
+    assert {str(d) for d in pq.read_table(first, columns=["as_of"])["as_of"].to_pylist()} == {DS}
+    third = tmp_path / "c" / "data.parquet"
+    with pytest.raises(ValueError, match=f"built as of {DS}, not 2025-03-02"):
+        export_mart("income_v1", third, cfg, as_of="2025-03-02")
+    assert not third.exists() and not list(third.parent.glob(".*.tmp"))
+    assert export_mart("income_v1", third, cfg, as_of=DS) == 3
+    assert third.read_bytes() == first.read_bytes()
     assert not list(first.parent.glob(".*.tmp"))
     with pytest.raises(ValueError, match="not a model name"):
         export_mart("income_v1; drop table x", first, cfg)

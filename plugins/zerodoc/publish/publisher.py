@@ -84,7 +84,7 @@ def publish_dataset(dataset: str, logical_date: str, cfg: Settings | None = None
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
     try:
-        export_mart(spec.model, scratch / "data.parquet", cfg)
+        export_mart(spec.model, scratch / "data.parquet", cfg, as_of=logical_date)
         checksum = sha256_file(scratch / "data.parquet")
         version = f"{logical_date}.{checksum[:12]}"
         final = versions_dir / version

@@ -17,6 +17,7 @@ from pathlib import Path
 from zerodoc.config import Settings, restored_environ
 
 MART_SCHEMA = "shared"
+BUILD_AS_OF = "build_as_of"  # one row: the logical date the marts were last built as of
 PARQUET_ROW_GROUP_SIZE = 122_880
 _DS = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -176,25 +177,39 @@ def _check_model_name(model: str) -> str:
     return model
 
 
-def export_mart(model: str, dest: Path, cfg: Settings | None = None) -> int:
+def export_mart(model: str, dest: Path, cfg: Settings | None = None, as_of: str | None = None) -> int:
     """Write mart `shared.<model>` to `dest` as Parquet (zstd, 122,880-row groups), atomically.
 
     Rows are sorted on all columns so the same mart always yields the same bytes (stable
-    checksum for publishing). Returns the row count.
+    checksum for publishing). Models marked `published_as_of` get the build's as_of
+    (`shared.build_as_of`) as their last column: mart rows do not repeat it, published versions do.
+    With `as_of`, refuses (ValueError) when the warehouse was last built for another date.
+    Returns the row count.
     """
     import duckdb
 
     cfg = cfg or Settings.from_env()
     relation = f"{MART_SCHEMA}.{_check_model_name(model)}"
+    stamp = _published_as_of(model, cfg)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     os.close(fd)
     try:
         with duckdb.connect(str(cfg.warehouse_path), read_only=True) as con:
+            built = con.execute(f"select cast(as_of as varchar) from {MART_SCHEMA}.{BUILD_AS_OF}").fetchall()
+            if len(built) != 1:
+                raise ValueError(f"{MART_SCHEMA}.{BUILD_AS_OF} holds {len(built)} rows, expected one")
+            if as_of is not None and built[0][0] != as_of:
+                raise ValueError(f"the warehouse was built as of {built[0][0]}, not {as_of}: run dbt for {as_of} first")
             rows = con.execute(f"select count(*) from {relation}").fetchone()[0]
+            select = (
+                f"select m.*, b.as_of from {relation} as m cross join {MART_SCHEMA}.{BUILD_AS_OF} as b"
+                if stamp
+                else f"select * from {relation}"
+            )
             con.execute(
-                f"copy (select * from {relation} order by all) to '{_sql_str(tmp)}' "
+                f"copy ({select} order by all) to '{_sql_str(tmp)}' "
                 f"(format parquet, compression zstd, row_group_size {PARQUET_ROW_GROUP_SIZE})"
             )
         with open(tmp, "rb") as fh:
@@ -210,9 +225,7 @@ def _sql_str(value: str) -> str:
     return value.replace("'", "''")
 
 
-def contract_columns(model: str, cfg: Settings | None = None) -> list[tuple[str, str]]:
-    """The contracted (name, data_type) pairs of a model, in declared order, from target/manifest.json."""
-    cfg = cfg or Settings.from_env()
+def _manifest_node(model: str, cfg: Settings) -> dict:
     manifest_path = target_dir(cfg) / "manifest.json"
     if not manifest_path.exists():
         raise FileNotFoundError(f"{manifest_path} missing: run dbt (parse or build) first")
@@ -220,9 +233,26 @@ def contract_columns(model: str, cfg: Settings | None = None) -> list[tuple[str,
     node = manifest["nodes"].get(f"model.zerodoc.{_check_model_name(model)}")
     if node is None:
         raise KeyError(f"model {model!r} not in {manifest_path}")
+    return node
+
+
+def _published_as_of(model: str, cfg: Settings) -> bool:
+    return bool(_manifest_node(model, cfg).get("config", {}).get("meta", {}).get("published_as_of"))
+
+
+def contract_columns(model: str, cfg: Settings | None = None) -> list[tuple[str, str]]:
+    """The published (name, data_type) pairs of a model, in order, from target/manifest.json.
+
+    The model's contracted columns, then `as_of` (date) for models published with the build's as_of.
+    """
+    cfg = cfg or Settings.from_env()
+    node = _manifest_node(model, cfg)
     if not node.get("contract", {}).get("enforced"):
         raise ValueError(f"model {model!r} has no enforced contract")
-    return [(c["name"], (c.get("data_type") or "").lower()) for c in node["columns"].values()]
+    columns = [(c["name"], (c.get("data_type") or "").lower()) for c in node["columns"].values()]
+    if node.get("config", {}).get("meta", {}).get("published_as_of"):
+        columns.append(("as_of", "date"))
+    return columns
 
 
 def contract_hash(model: str, cfg: Settings | None = None) -> str:

@@ -36,7 +36,7 @@ eligible_now as (
             || '; household ' || household_income_krw || ' KRW/yr vs ' || percent_of_median
             || '% of median ' || median_income_krw || ' KRW/month for ' || household_size
             || ' (' || median_rule_id || ')' as reason,
-        as_of as eligible_on
+        {{ as_of_date() }} as eligible_on
 
     from youth_leap
     where is_eligible

@@ -2,6 +2,20 @@
 -- they hold insured employment, since when, and the current job's wage. With several current
 -- jobs, the one acquired most recently is "current"; the count says how many there are.
 
+
+-- as_of is not a column: it is the run's (shared.build_as_of), stamped on the published version.
+-- Incremental `changed_rows` (macros/incremental_changed_rows.sql): computed in full as of the run,
+-- only rows that differ from the stored ones are written. docs/dbt.md "Incremental strategy".
+
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='changed_rows',
+        unique_key='subject_pseudonym',
+        on_schema_change='fail'
+    )
+}}
+
 with
 
 enrolments as (
@@ -57,8 +71,7 @@ final as (
         current_jobs.current_monthly_wage_krw,
         cast(summarised.current_enrolment_count as integer) as current_enrolment_count,
         cast(summarised.enrolment_count as integer) as enrolment_count,
-        summarised.last_lost_on,
-        {{ as_of_date() }} as as_of
+        summarised.last_lost_on
 
     from summarised
     left join current_jobs

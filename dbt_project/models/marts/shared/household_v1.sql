@@ -1,6 +1,20 @@
 -- Household income vs the standard median income for its size, with the rules in force on as_of.
 -- Income is annual (NTS), the median is monthly (MOHW), so the ratio compares income / 12.
 
+
+-- as_of is not a column: it is the run's (shared.build_as_of), stamped on the published version.
+-- Incremental `changed_rows` (macros/incremental_changed_rows.sql): computed in full as of the run,
+-- only rows that differ from the stored ones are written. docs/dbt.md "Incremental strategy".
+
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='changed_rows',
+        unique_key='household_id',
+        on_schema_change='fail'
+    )
+}}
+
 with
 
 households as (
@@ -83,8 +97,7 @@ final as (
         median_rule_id,
         median_year,
         median_income_krw,
-        cast(household_income_krw as double) / 12 / median_income_krw as income_to_median_ratio,
-        {{ as_of_date() }} as as_of
+        cast(household_income_krw as double) / 12 / median_income_krw as income_to_median_ratio
 
     from compared
 

@@ -1,5 +1,6 @@
--- A view: the mart is int_incomes_latest_filing (incremental by person) with the run's as_of added,
--- so a stored copy would be a full rewrite every day for no work. Publishing exports it whole into
+-- A view: the mart is int_incomes_latest_filing (incremental by person) as is, so a stored copy would
+-- be a full rewrite every day for no work. as_of is the run's (shared.build_as_of), stamped on the
+-- published version. Publishing exports it whole into
 -- an immutable Parquet version either way (zerodoc.transform.runner.export_mart).
 
 {{ config(materialized='view') }}
@@ -21,8 +22,7 @@ final as (
         business_income_krw,
         other_income_krw,
         total_income_krw,
-        filed_on,
-        {{ as_of_date() }} as as_of
+        filed_on
 
     from incomes
 

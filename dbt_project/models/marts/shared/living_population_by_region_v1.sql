@@ -7,6 +7,8 @@
 --   secondary:  extend the suppressed prefix to the shortest n ≥ max(#primary, 2) whose sum ≥ 5;
 --   no such n:  the whole sigungu is < 5 — suppress every cell and the total too.
 -- Suppressed cells therefore come in groups of ≥ 2 summing to ≥ 5, so none can be solved for.
+-- A table rebuilt in full (a few thousand rows); as_of is the run's (shared.build_as_of), stamped on
+-- the published version.
 
 with
 
@@ -162,8 +164,7 @@ final as (
         all_rows.is_total,
         cast(case when all_rows.suppression_reason is null then all_rows.population end as bigint) as population,
         all_rows.suppression_reason is not null as is_suppressed,
-        all_rows.suppression_reason,
-        {{ as_of_date() }} as as_of
+        all_rows.suppression_reason
 
     from all_rows
     left join regions

@@ -1,3 +1,16 @@
+-- as_of is not a column: it is the run's (shared.build_as_of), stamped on the published version.
+-- Incremental `changed_rows` (macros/incremental_changed_rows.sql): computed in full as of the run,
+-- only rows that differ from the stored ones are written. docs/dbt.md "Incremental strategy".
+
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='changed_rows',
+        unique_key='subject_pseudonym',
+        on_schema_change='fail'
+    )
+}}
+
 with
 
 residents as (
@@ -50,8 +63,7 @@ final as (
         household_id,
         household_size,
         is_household_head,
-        moved_in_on,
-        {{ as_of_date() }} as as_of
+        moved_in_on
 
     from residence
 

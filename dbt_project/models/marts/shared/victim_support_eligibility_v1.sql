@@ -5,6 +5,19 @@
 -- integer (income × 100 ≤ percent × 12 × monthly median), so "exactly at the threshold" is eligible.
 {%- set areas = ['legal_aid', 'relief_fund', 'emergency_livelihood', 'employment_support', 'financial_support'] %}
 
+-- as_of is not a column: it is the run's (shared.build_as_of), stamped on the published version.
+-- Incremental `changed_rows` (macros/incremental_changed_rows.sql): computed in full as of the run,
+-- only rows that differ from the stored ones are written. docs/dbt.md "Incremental strategy".
+
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='changed_rows',
+        unique_key='subject_pseudonym',
+        on_schema_change='fail'
+    )
+}}
+
 with
 
 cases as (
@@ -156,8 +169,7 @@ final as (
             'median_income_krw', median_income_krw,
             'median_rule_id', median_rule_id,
             'is_employment_insured', is_employment_insured
-        ) as varchar) as inputs,
-        {{ as_of_date() }} as as_of
+        ) as varchar) as inputs
 
     from decided
 

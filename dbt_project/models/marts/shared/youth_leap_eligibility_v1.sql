@@ -3,6 +3,19 @@
 -- that decided it. Money comparisons are integer (income × 100 ≤ percent × 12 × monthly median)
 -- so an income exactly on the threshold is eligible, with no floating-point rounding.
 
+-- as_of is not a column: it is the run's (shared.build_as_of), stamped on the published version.
+-- Incremental `changed_rows` (macros/incremental_changed_rows.sql): computed in full as of the run,
+-- only rows that differ from the stored ones are written. docs/dbt.md "Incremental strategy".
+
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='changed_rows',
+        unique_key='subject_pseudonym',
+        on_schema_change='fail'
+    )
+}}
+
 with
 
 persons as (
@@ -105,8 +118,7 @@ final as (
             when not is_individual_income_eligible then 'individual_income_above_ceiling'
             when median_income_krw is null then 'household_or_median_unknown'
             when not is_household_income_eligible then 'household_income_above_ceiling'
-        end as ineligibility_reason,
-        {{ as_of_date() }} as as_of
+        end as ineligibility_reason
 
     from decided
 
