@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -209,6 +210,12 @@ class GroupCommitLog:
     atomically), ``search`` and ``verify``.
     """
 
+    # Under load, batches start at most this often (seconds): while a batch's callers wait for its
+    # fsync/commit anyway, the next batch fills instead of going out with one or two records, so
+    # fewer syncs serve the same answers (CPU per answer drops). The first record after a quiet
+    # spell is written at once. 0: each batch starts as soon as the previous one is durable.
+    commit_interval = 0.0
+
     def __init__(self, group_commit: bool = False):
         self._group = group_commit
         self._cv = threading.Condition()
@@ -268,10 +275,16 @@ class GroupCommitLog:
             self._cv.notify()
 
     def _run_writer(self) -> None:
+        started = 0.0
         while True:
             with self._cv:
                 while not self._queue:
                     self._cv.wait()
+            pause = started + self.commit_interval - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            started = time.monotonic()
+            with self._cv:
                 batch, self._queue = self._queue, []
             try:
                 records = self._write_batch([p.fields for p in batch])
