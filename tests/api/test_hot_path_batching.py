@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from zerodoc.alerts import is_stale
-from zerodoc.api.app import EvidenceService
+from zerodoc.api.app import EvidenceService, _now, _request_id
 from zerodoc.api.index import Snapshot
 from zerodoc.audit.log import AuditLog, verify_chain
 
@@ -41,3 +42,14 @@ def test_the_cached_staleness_deadline_agrees_with_alerts_is_stale(published):
         assert service._stale(snap) == is_stale(snap.as_of, sla, now), offset
     unpublished = Snapshot(snap.dataset, "v", None, [], snap.keys[:0], snap.table.slice(0, 0))
     assert service._stale(unpublished) is True
+
+
+def test_request_ids_are_distinct_version_4_uuids_and_issued_at_is_now_to_the_second():
+    ids = [_request_id() for _ in range(3000)]  # crosses several refills of the random pool
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+    before = datetime.now(UTC).replace(microsecond=0)
+    issued = datetime.fromisoformat(_now().replace("Z", "+00:00"))
+    assert before <= issued <= datetime.now(UTC) and _now().endswith("Z")

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -140,8 +141,9 @@ def _request_id() -> str:
         if at >= len(_RANDOM_POOL):
             _RANDOM_POOL, at = os.urandom(16 * 256), 0
         _RANDOM_AT = at + 16
-        random16 = _RANDOM_POOL[at : at + 16]
-    return str(uuid.UUID(bytes=random16, version=4))
+        h = _RANDOM_POOL[at : at + 16].hex()
+    # RFC 9562 version 4: version nibble 4, variant bits 10 (the nibble is one of 8, 9, a, b).
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 _RANDOM_POOL, _RANDOM_AT, _RANDOM_LOCK = b"", 0, threading.Lock()
@@ -152,7 +154,15 @@ def _error_body(code: str, message: str) -> dict[str, Any]:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """UTC now to the second, ISO 8601 with Z; formatted once per second, not once per answer."""
+    global _NOW_TEXT
+    at = int(time.time())
+    if _NOW_TEXT[0] != at:
+        _NOW_TEXT = (at, datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z"))
+    return _NOW_TEXT[1]
+
+
+_NOW_TEXT: tuple[int, str] = (-1, "")
 
 
 def _header(request: Request, name: bytes) -> str | None:
