@@ -111,8 +111,8 @@ def test_run_results_feed_only_this_build(tmp_path):
     from zerodoc.transform.cosmos_task_group import node_results
 
     path = tmp_path / "run_results.json"
-    path.write_text('{"results": [{"unique_id": "model.zerodoc.income_v1", "status": "error"}]}')
-    assert node_results(path, since=0) == [("model.zerodoc.income_v1", "error")]
+    path.write_text('{"results": [{"unique_id": "model.zerodoc.income_v1", "status": "error", "message": "boom"}]}')
+    assert node_results(path, since=0) == [("model.zerodoc.income_v1", "error", "boom")]
     assert node_results(path, since=path.stat().st_mtime + 1) == []  # a previous build's file
     assert node_results(tmp_path / "missing.json", since=0) == []
 

@@ -31,7 +31,8 @@ WAREHOUSE_POOL = "warehouse_writer"
 MODES = ("single", "watcher")
 # `dbt parse` needs a value for var('ds'); the manifest's graph does not depend on it.
 PARSE_DS = "2026-01-01"
-_TERMINAL = {"success", "pass", "warn", "error", "fail", "failed", "runtime error", "skipped"}
+_FAILED = {"error", "fail", "failed", "runtime error"}
+_TERMINAL = {"success", "pass", "warn", "skipped", *_FAILED}
 
 
 def dbt_tasks_mode(deployment: str | None = None) -> str:
@@ -221,17 +222,17 @@ class _LineSink:
             self._on_line(line)
 
 
-def node_results(path: Path, since: float) -> list[tuple[str, str]]:
-    """(unique_id, status) of every node in dbt's run_results.json, if this build wrote it."""
+def node_results(path: Path, since: float) -> list[tuple[str, str, str]]:
+    """(unique_id, status, message) of every node in dbt's run_results.json, if this build wrote it."""
     if not path.exists() or path.stat().st_mtime < since:
         return []
     data = json.loads(path.read_text(encoding="utf-8"))
-    return [(r["unique_id"], str(r["status"])) for r in data.get("results", [])]
+    return [(r["unique_id"], str(r["status"]), r.get("message") or "") for r in data.get("results", [])]
 
 
 @functools.cache
 def _producer_class():
-    from cosmos.operators._watcher.state import safe_xcom_push
+    from cosmos.operators._watcher.state import get_dbt_event_xcom_key, safe_xcom_push
     from cosmos.operators.watcher import DbtProducerWatcherOperator
 
     class ZeroDocDbtProducer(DbtProducerWatcherOperator):
@@ -273,8 +274,12 @@ def _producer_class():
             except BaseException as exc:
                 failure = exc
             # dbt's run_results.json is the record of the build: report whatever the live events missed.
-            for unique_id, status in node_results(target_dir(cfg) / "run_results.json", started):
+            for unique_id, status, message in node_results(target_dir(cfg) / "run_results.json", started):
                 feed(unique_id, status, _event_line(unique_id, status))
+                if status in _FAILED:
+                    # The consumer logs this at error level: dbt's own words on the model's task.
+                    safe_xcom_push(task_instance=ti, key=get_dbt_event_xcom_key(unique_id),
+                                   value={"status": status, "start_time": None, "finish_time": None, "msg": message})
             if failure is not None:
                 # A node dbt never reached did not build for this ds: its task fails too, and no
                 # consumer is left waiting (nor falls back to a dbt run of its own).
