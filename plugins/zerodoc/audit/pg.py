@@ -5,11 +5,12 @@ Selected by ZERODOC_AUDIT_DSN or AIRFLOW_CONN_ZERODOC_AUDIT (see ``zerodoc.audit
 One chain, extended under a transaction-scoped advisory lock. Every worker process runs the
 group commit of ``GroupCommitLog``: its writer thread takes a batch of waiting requests and, in
 one transaction, takes ``pg_advisory_xact_lock``, reads the head (seq, hash) by primary key,
-COPYs the batch chained onto it and commits. Callers are released only after COMMIT returns
+inserts the batch chained onto it and commits. Callers are released only after COMMIT returns
 (``synchronous_commit = on`` for the session, so the WAL is flushed): durable before the answer
 leaves. The lock is why several uvicorn workers (and API replicas) keep one gap-free chain; it
-is held for one COPY and one commit per batch, and batches grow when workers wait for it, so
-throughput holds the way it does for the file's ``flock``. Per-writer chains would need no lock,
+is held for two round trips and one commit per batch, and batches grow when workers wait for it,
+as they do for the file's ``flock`` (docs/api.md has the measured cost: about half the file's
+throughput on a saturated 2-core machine). Per-writer chains would need no lock,
 but then a deleted tail of one writer's chain hides among the others', seq stops being a total
 order for the access log, and the verifier must trust a list of writers: one chain is simpler to
 check and to explain.
@@ -148,23 +149,24 @@ class PostgresAuditLog(GroupCommitLog):
         with self._conn_lock:
             try:
                 conn = self._connection()
-                # Three round trips while the lock is held: begin+lock+head, insert, commit.
+                # Two round trips while the lock is held: begin+lock+head, then insert+commit.
                 cur = conn.execute(LOCK_AND_HEAD_SQL)
                 while cur.nextset():  # to the last statement's result: the head
                     pass
                 head = cur.fetchone()
                 seq, prev_hash = (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
                 records, lines = chain(batch, seq, prev_hash)
-                conn.execute(
-                    INSERT_SQL,
-                    (
-                        [r["seq"] for r in records],
-                        *([r.get(k) for r in records] for k in INDEXED),
-                        [r["hash"] for r in records],
-                        [line[:-1].decode("utf-8") for line in lines],
-                    ),
+                params = (
+                    [r["seq"] for r in records],
+                    *([r.get(k) for r in records] for k in INDEXED),
+                    [r["hash"] for r in records],
+                    [line[:-1].decode("utf-8") for line in lines],
                 )
-                conn.execute("COMMIT")  # raises if it failed; nobody is released before this returns
+                # INSERT and COMMIT leave together (pipeline mode): one more round trip, not two.
+                # Leaving the block waits for both results and raises if either failed.
+                with conn.pipeline():
+                    conn.execute(INSERT_SQL, params)
+                    conn.execute("COMMIT")
             except (psycopg.Error, OSError, ValueError, KeyError, TypeError) as exc:
                 self._drop_connection()
                 raise AuditError(f"cannot append to audit log {self.describe()}: {exc}") from exc
