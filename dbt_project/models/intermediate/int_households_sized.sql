@@ -1,16 +1,5 @@
 -- Household size is counted from the residents registered in the household (after removing
 -- duplicate rows of the same person), not taken from any agency-declared figure.
--- Incremental `changed_rows` (macros/incremental_changed_rows.sql): computed in full, only changed rows written.
-
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='changed_rows',
-        unique_key='household_id',
-        on_schema_change='fail'
-    )
-}}
-
 
 with
 
