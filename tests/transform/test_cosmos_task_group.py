@@ -152,3 +152,16 @@ def test_missing_manifest_fails_loudly_instead_of_parsing(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="dbt parse"):
         dbt_task_group(cfg=Settings(home=tmp_path), manifest=tmp_path / "nope.json")
+
+
+def test_model_task_ids_for_models_with_and_without_tests():
+    from types import SimpleNamespace
+
+    from zerodoc.transform.cosmos_task_group import model_task_ids
+
+    ids = ["dbt.income_v1.run", "dbt.income_v1.test", "dbt.income_v1_extra_run", "dbt.build_as_of_run"]
+    group = SimpleNamespace(group_id="dbt", iter_tasks=lambda: [SimpleNamespace(task_id=i) for i in ids])
+    assert model_task_ids(group, "income_v1") == ["dbt.income_v1.run", "dbt.income_v1.test"]
+    assert model_task_ids(group, "build_as_of") == ["dbt.build_as_of_run"]
+    with pytest.raises(KeyError, match="no task"):
+        model_task_ids(group, "residence_v1")

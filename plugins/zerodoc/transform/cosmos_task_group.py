@@ -177,8 +177,9 @@ def dbt_task_group(
 
 def model_task_ids(group, model: str) -> list[str]:
     """The task(s) whose success means `model` was built and its tests passed in this run."""
-    prefix = f"{group.group_id}.{model}."
-    ids = [t.task_id for t in group.iter_tasks() if t.task_id.startswith(prefix)]
+    # With tests, Cosmos nests `<model>.run` and `<model>.test` in a group; without, one `<model>_run`.
+    prefix, alone = f"{group.group_id}.{model}.", f"{group.group_id}.{model}_run"
+    ids = [t.task_id for t in group.iter_tasks() if t.task_id.startswith(prefix) or t.task_id == alone]
     if not ids:
         raise KeyError(f"model {model!r} has no task in group {group.group_id!r}")
     return sorted(ids)
