@@ -187,7 +187,7 @@ def test_rest_record_case(name, rest_source, monkeypatch):
     assert {row["_record_number"]: row["_parse_error"] for row in bad} == case["errors"]
     for row in bad:
         # The record's JSON text as served: the damaged record, not the source row.
-        served = _json.loads(row["_raw_record"])
+        served = _json.loads(row["_raw_record"])  # whole: a truncated text would not parse
         original = source.slice(row["_record_number"] - 1, 1).to_pylist()[0]
         assert served != {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in original.items()}
         assert row["_source_page"] == (row["_record_number"] - 1) // 50 + 1

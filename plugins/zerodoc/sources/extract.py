@@ -509,7 +509,8 @@ def read_rest(entity: Entity, base_url: str, window: Window | None = None) -> It
                 for i, item in enumerate(data):
                     row, error = rest_record(item, entity)
                     row |= {"_source_page": page_no, "_record_number": seen + i + 1,
-                            "_raw_record": _json_text(item) if error else None, "_parse_error": error}
+                            "_raw_record": _json_text(item, RAW_RECORD_CHARS) if error else None,
+                            "_parse_error": error}
                     rows.append(row)
                 yield pa.RecordBatch.from_pylist(rows, schema=schema)
             seen += len(data)
@@ -526,6 +527,7 @@ REST_META_FIELDS = [
     ("_raw_record", pa.string()),
     ("_parse_error", pa.string()),
 ]
+RAW_RECORD_CHARS = 1 << 20  # as a CSV line: beyond 1 MiB a record is a broken export, kept truncated
 _INT_RANGE = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 
 
