@@ -286,6 +286,7 @@ class EvidenceService:
         self.limiter = SharedRateLimiter(cfg.state_dir / "ratelimit" / "buckets.bin", rate, burst)
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._stale_after: dict[tuple[str | None, float], datetime] = {}
+        self._all_serving = False
         self.indexes = build_indexes(self.policy, cfg)  # granted per-subject datasets; households via residence
         self.shared_tables = build_shared_tables(cfg)
 
@@ -422,6 +423,11 @@ class EvidenceService:
 
     def inline_ready(self) -> bool:
         """No index has a first load to do, so no request can block on one (unpublished ones answer 503)."""
+        if self._all_serving:  # an index never goes back to serving nothing: checked until all serve
+            return True
+        if all(index.serving_version is not None for index in self.indexes.values()):
+            self._all_serving = True
+            return True
         return all(index.serving_version is not None or not index.pointer.exists() for index in self.indexes.values())
 
     # ---- evidence --------------------------------------------------------------------------
