@@ -219,3 +219,27 @@ def test_a_role_with_only_insert_and_select_writes_and_verifies(audit_dsn):
         with psycopg.connect(audit_dsn, autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {role}")
             conn.execute(f"DROP ROLE {role}")
+
+
+def test_chained_in_postgres_exactly_as_the_file_chains(audit_dsn, tmp_path):
+    from zerodoc.audit.log import record_hash
+
+    odd = {
+        "consent_id": 'cns_동의 "quoted" \\ back\nslash \u0000 nul',
+        "purpose": "basic_livelihood_application",
+        "fields": ["sido_name", "시군구"],
+        "decision": "denied",
+        "status": 403,
+        "reason": "consent_missing",
+        "path": "/v1/evidence",
+    }
+    log = PostgresAuditLog(audit_dsn, group_commit=True)
+    first = log.append(**odd)
+    second = log.append(decision="allowed", status=200, reason="health")
+    # What the callers get back is the record as stored, and hashes as zerodoc.audit.log computes them.
+    for rec in (first, second):
+        assert rec["hash"] == record_hash(rec)
+    assert second["prev_hash"] == first["hash"] and (first["seq"], second["seq"]) == (1, 2)
+    stored = log.search(Search(limit=2))[::-1]
+    assert stored == [first, second]
+    assert log.verify().ok

@@ -81,7 +81,7 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def _scrubbed(fields: dict[str, Any]) -> dict[str, Any]:
+def scrubbed_record(fields: dict[str, Any]) -> dict[str, Any]:
     """The record's fields, scrubbed; one regex pass over all their text in the usual clean case.
 
     Joined with NUL (neither a digit, a letter nor a dot), a match can neither span two values
@@ -166,7 +166,7 @@ def chain(batch: list[dict[str, Any]], seq: int, prev_hash: str) -> tuple[list[d
     records: list[dict[str, Any]] = []
     lines: list[bytes] = []
     for fields in batch:
-        record = _scrubbed(fields)
+        record = scrubbed_record(fields)
         seq += 1
         record["seq"] = seq
         record["ts"] = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -3,17 +3,17 @@
 Selected by ZERODOC_AUDIT_DSN or AIRFLOW_CONN_ZERODOC_AUDIT (see ``zerodoc.audit.log.open_audit_log``).
 
 One chain, extended under a transaction-scoped advisory lock. Every worker process runs the
-group commit of ``GroupCommitLog``: its writer thread takes a batch of waiting requests and, in
-one transaction, takes ``pg_advisory_xact_lock``, reads the head (seq, hash) by primary key,
-inserts the batch chained onto it and commits. Callers are released only after COMMIT returns
-(``synchronous_commit = on`` for the session, so the WAL is flushed): durable before the answer
-leaves. The lock is why several uvicorn workers (and API replicas) keep one gap-free chain; it
-is held for two round trips and one commit per batch, and batches grow when workers wait for it,
-as they do for the file's ``flock`` (docs/api.md has the measured cost: about half the file's
-throughput on a saturated 2-core machine). Per-writer chains would need no lock,
-but then a deleted tail of one writer's chain hides among the others', seq stops being a total
-order for the access log, and the verifier must trust a list of writers: one chain is simpler to
-check and to explain.
+group commit of ``GroupCommitLog``: its writer thread takes a batch of waiting requests and
+calls ``zerodoc_audit.append_batch`` once. That one statement takes ``pg_advisory_xact_lock``,
+reads the head (seq, hash) by primary key, chains and inserts the batch (``sha256`` in the
+server, over the same canonical JSON this package hashes) and commits: one round trip. Callers
+are released only after it returns, i.e. after COMMIT (``synchronous_commit = on`` for the
+session, so the WAL is flushed): durable before the answer leaves. The lock is why several
+uvicorn workers (and API replicas) keep one gap-free chain; it is held for one statement and its
+commit per batch, and batches grow when workers wait for it, as for the file's ``flock``
+(docs/api.md has the measured cost). Per-writer chains would need no lock, but then a deleted
+tail of one writer's chain hides among the others', seq stops being a total order for the access
+log, and the verifier must trust a list of writers: one chain is simpler to check and to explain.
 
 ``record`` holds the record's canonical JSON (the bytes the hash covers); the other columns are
 copies for indexed access-log queries, and ``verify`` checks that they agree with it. Triggers
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,8 +35,9 @@ from zerodoc.audit.log import (
     GroupCommitLog,
     Search,
     VerifyResult,
-    chain,
+    canonical_json,
     record_hash,
+    scrubbed_record,
 )
 
 SCHEMA = "zerodoc_audit"
@@ -44,15 +46,9 @@ TABLE = f"{SCHEMA}.evidence_log"
 CHAIN_LOCK = 0x5A44_4155_4449_5401  # "ZDAUDIT" + 1
 DDL_LOCK = 0x5A44_4155_4449_5402
 INDEXED = ("ts", "subject_pseudonym", "consumer", "decision", "path")
-# One simple-query string (no parameters): BEGIN, the chain lock and the head in one round trip.
-LOCK_AND_HEAD_SQL = (
-    f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK}); SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1"
-)
-INSERT_SQL = (
-    f"INSERT INTO {TABLE} (seq, {', '.join(INDEXED)}, hash, record) "
-    "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
-    "%s::text[])"
-)
+APPEND = f"{SCHEMA}.append_batch"
+APPEND_SQL = f"SELECT first_seq, head_hash, hashes FROM {APPEND}(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+SENTINEL = "P" * 64  # stands for prev_hash while a record's text is cut into its parts
 
 DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {SCHEMA};
@@ -76,6 +72,40 @@ CREATE OR REPLACE TRIGGER evidence_log_append_only BEFORE UPDATE OR DELETE ON {T
     FOR EACH ROW EXECUTE FUNCTION {SCHEMA}.refuse_change();
 CREATE OR REPLACE TRIGGER evidence_log_no_truncate BEFORE TRUNCATE ON {TABLE}
     FOR EACH STATEMENT EXECUTE FUNCTION {SCHEMA}.refuse_change();
+-- Lock, head, chain and insert a batch in one statement, i.e. one round trip and one commit.
+-- Record i's canonical JSON is x1 || x2 || prev_hash || y || seq || z (see _parts), its hash is
+-- sha256(prev_hash || that), and the stored text has ',"hash":"<hash>"' spliced in after x1:
+-- exactly what zerodoc.audit.log computes, so verify() checks both backends alike.
+CREATE OR REPLACE FUNCTION {APPEND}(
+    p_x1 text[], p_x2 text[], p_y text[], p_z text[],
+    p_ts text[], p_subject text[], p_consumer text[], p_decision text[], p_path text[]
+) RETURNS TABLE (first_seq bigint, head_hash text, hashes text[]) LANGUAGE plpgsql AS $$
+DECLARE
+    s bigint;
+    prev text;
+    h text;
+    hs text[] := '{{}}';
+BEGIN
+    PERFORM pg_advisory_xact_lock({CHAIN_LOCK});
+    SELECT t.seq, t.hash INTO s, prev FROM {TABLE} AS t ORDER BY t.seq DESC LIMIT 1;
+    IF NOT FOUND THEN
+        s := 0;
+        prev := repeat('0', 64);
+    END IF;
+    first_seq := s + 1;
+    head_hash := prev;
+    FOR i IN 1 .. coalesce(array_length(p_x1, 1), 0) LOOP
+        s := s + 1;
+        h := encode(sha256(convert_to(prev || p_x1[i] || p_x2[i] || prev || p_y[i] || s || p_z[i], 'UTF8')), 'hex');
+        INSERT INTO {TABLE} (seq, ts, subject_pseudonym, consumer, decision, path, hash, record)
+        VALUES (s, p_ts[i], p_subject[i], p_consumer[i], p_decision[i], p_path[i], h,
+                p_x1[i] || ',"hash":"' || h || '"' || p_x2[i] || prev || p_y[i] || s || p_z[i]);
+        hs := hs || h;
+        prev := h;
+    END LOOP;
+    hashes := hs;
+    RETURN NEXT;
+END $$;
 """
 
 
@@ -109,13 +139,32 @@ def table_exists(conn) -> bool:
     return bool(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,)).fetchone()[0])
 
 
+def schema_ready(conn) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regproc(%s) IS NOT NULL", (TABLE, APPEND))
+    return bool(row.fetchone()[0])
+
+
 def ensure_schema(conn) -> None:
-    """Create the table and its triggers once; a role with only INSERT and SELECT never gets here."""
-    if table_exists(conn):
+    """Create the table, triggers and function once; a role with only INSERT and SELECT never gets here."""
+    if schema_ready(conn):
         return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
         conn.execute(DDL)
+
+
+def _parts(record: dict[str, Any]) -> tuple[str, str, str, str]:
+    """(x1, x2, y, z): the record's canonical JSON is x1 + x2 + prev_hash + y + str(seq) + z.
+
+    Keys sort as ... fields < hash < method < ... < prev_hash < ... < seq < status ..., and a
+    key's quoted name followed by a colon cannot occur inside a JSON string (its quotes would be
+    escaped), so each cut point occurs once. Every part is cut at an ASCII byte: valid UTF-8.
+    """
+    body = canonical_json({**record, "seq": 0, "prev_hash": SENTINEL}).decode("utf-8")
+    prev_at = body.index('"prev_hash":"' + SENTINEL + '"') + len('"prev_hash":"')
+    seq_at = body.index(',"seq":0,') + len(',"seq":')
+    method_at = body.index(',"method":')
+    return body[:method_at], body[method_at:prev_at], body[prev_at + len(SENTINEL) : seq_at], body[seq_at + 1 :]
 
 
 class PostgresAuditLog(GroupCommitLog):
@@ -148,28 +197,25 @@ class PostgresAuditLog(GroupCommitLog):
 
         with self._conn_lock:
             try:
+                ts = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+                records, columns = [], [[] for _ in range(9)]
+                for fields in batch:
+                    record = scrubbed_record(fields)
+                    record["ts"] = ts
+                    records.append(record)
+                    for column, value in zip(
+                        columns, (*_parts(record), *(record.get(k) for k in INDEXED)), strict=True
+                    ):
+                        column.append(value)
                 conn = self._connection()
-                # Two round trips while the lock is held: begin+lock+head, then insert+commit.
-                cur = conn.execute(LOCK_AND_HEAD_SQL)
-                while cur.nextset():  # to the last statement's result: the head
-                    pass
-                head = cur.fetchone()
-                seq, prev_hash = (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
-                records, lines = chain(batch, seq, prev_hash)
-                params = (
-                    [r["seq"] for r in records],
-                    *([r.get(k) for r in records] for k in INDEXED),
-                    [r["hash"] for r in records],
-                    [line[:-1].decode("utf-8") for line in lines],
-                )
-                # INSERT and COMMIT leave together (pipeline mode): one more round trip, not two.
-                # Leaving the block waits for both results and raises if either failed.
-                with conn.pipeline():
-                    conn.execute(INSERT_SQL, params)
-                    conn.execute("COMMIT")
+                # One statement in autocommit: it returns after its COMMIT (WAL flushed).
+                first_seq, prev_hash, hashes = conn.execute(APPEND_SQL, columns).fetchone()
             except (psycopg.Error, OSError, ValueError, KeyError, TypeError) as exc:
                 self._drop_connection()
                 raise AuditError(f"cannot append to audit log {self.describe()}: {exc}") from exc
+        for i, (record, digest) in enumerate(zip(records, hashes, strict=True)):
+            record.update(seq=first_seq + i, prev_hash=prev_hash, hash=digest)
+            prev_hash = digest
         return records
 
     def search(self, query: Search) -> list[dict[str, Any]]:
