@@ -72,9 +72,10 @@ MAX_BODY_BYTES = 4096
 NO_STORE = {"Cache-Control": "no-store"}
 DEFAULT_RATE_PER_SEC = 200.0
 DEFAULT_CONSENT_DAYS_MAX = 366 * 5
-# 0: a batch goes as soon as the previous one is durable. Measured with 2 workers and 64 connections
-# (bench/api_bench.py): 4 ms halved answers/s (2,427-2,606 vs 4,463-5,374) and saved no CPU; fsyncs
-# serialised across the workers by the log's flock already batch the records.
+# 0: a batch goes as soon as the previous one is durable. With 2 workers and 64 connections
+# (bench/api_bench.py, busy machine) 4 ms showed no CPU saving (327-361 vs 293-299 us/answer) and
+# answers/s from 2,427 to 5,116 against 4,463-5,374 at 0; in one process it did save CPU (batches
+# of 14 instead of 4). Off until a quiet measurement says otherwise.
 AUDIT_COMMIT_INTERVAL_MS = 0.0
 SIGNED_ROUTES = ("/v1/evidence", "/v1/bundles/crime-victim-support")
 
