@@ -1,16 +1,5 @@
 -- Each person's latest tax year that is complete on the as-of date (tax_year < year(as_of)):
 -- the income a means test as of that date can know. People without any such year get no row.
--- Incremental `changed_rows` (macros/incremental_changed_rows.sql): computed in full, only changed rows written.
-
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='changed_rows',
-        unique_key='subject_pseudonym',
-        on_schema_change='fail'
-    )
-}}
-
 
 with
 

@@ -2,7 +2,6 @@
 -- they hold insured employment, since when, and the current job's wage. With several current
 -- jobs, the one acquired most recently is "current"; the count says how many there are.
 
-
 -- as_of is not a column: it is the run's (shared.build_as_of), stamped on the published version.
 -- A table rebuilt in full: measured at 1M persons, writing only changed rows (`changed_rows`) cost
 -- more than the rebuild (comparing narrow rows of long strings outweighs writing them).
