@@ -17,8 +17,7 @@ from zerodoc.catalog import datasets
 
 DS = "2026-11-05"
 PERSONS = 1000
-INCOME_DATASETS = {"income_v1", "household_v1", "youth_leap_eligibility_v1", "victim_support_eligibility_v1",
-                   "benefit_notifications_v1"}
+BROKEN = "model.zerodoc.stg_nts__incomes"
 
 
 def _states(dr) -> dict[str, str]:
@@ -68,15 +67,29 @@ def watcher_runs(tmp_path_factory):
         reports = _producer_xcoms(bad_run, "model__zerodoc__stg_nts__incomes_")
         from zerodoc.transform.cosmos_task_group import manifest_path
 
-        nodes = json.loads(manifest_path(cfg).read_text())["nodes"].values()
-        good_states["_models_and_seeds"] = sorted(n["name"] for n in nodes if n["resource_type"] in ("model", "seed"))
-        yield good_states, bad_run, _states(bad_run), before, after, reports
+        nodes = json.loads(manifest_path(cfg).read_text())["nodes"]
+        good_states["_models_and_seeds"] = sorted(
+            n["name"] for n in nodes.values() if n["resource_type"] in ("model", "seed")
+        )
+        yield good_states, bad_run, _states(bad_run), before, after, reports, _downstream(nodes, BROKEN)
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _downstream(nodes: dict, root: str) -> set[str]:
+    """Names of the models built from `root` (transitively), from the manifest's depends_on."""
+    out, grew = {root}, True
+    while grew:
+        grew = False
+        for uid, n in nodes.items():
+            if n["resource_type"] == "model" and uid not in out and out & set(n["depends_on"]["nodes"]):
+                out.add(uid)
+                grew = True
+    return {uid.split(".")[-1] for uid in out - {root}}
 
 
 def _producer_xcoms(dr, prefix: str) -> dict:
@@ -119,7 +132,7 @@ def test_every_model_task_ends_success(watcher_runs) -> None:
 
 @pytest.mark.e2e
 def test_a_broken_model_fails_by_name_and_only_its_datasets_keep_their_version(watcher_runs) -> None:
-    _, bad_run, bad, before, after, reports = watcher_runs
+    _, bad_run, bad, before, after, reports, downstream = watcher_runs
     assert str(bad_run.state) == "failed"
     assert bad["dbt.dbt_producer_watcher"] == "failed"
     assert bad["dbt.stg_nts__incomes.run"] == "failed"
@@ -128,11 +141,16 @@ def test_a_broken_model_fails_by_name_and_only_its_datasets_keep_their_version(w
     assert "stg_nts__incomes" in reports["dbt_event"]["msg"] and "tax_year" in reports["dbt_event"]["msg"], reports
     # Its dependents never ran; models beside it ended as dbt built them.
     assert bad["dbt.stg_nts__incomes.test"] == "upstream_failed"
-    assert bad["dbt.int_incomes_latest_filing.run"] == "upstream_failed"
-    assert bad["dbt.stg_mois__residents.run"] == "success" and bad["dbt.residence_v1.test"] == "success"
-    for name in datasets():
-        expected = "upstream_failed" if name in INCOME_DATASETS else "success"
+    assert "income_v1" in downstream and "stg_mois__residents" not in downstream
+    for task_id, state in bad.items():
+        name = task_id.removeprefix("dbt.").split(".")[0].removesuffix("_run")
+        if task_id.startswith("dbt.") and "producer_watcher" not in task_id and name != "stg_nts__incomes":
+            assert state == ("upstream_failed" if name in downstream else "success"), (task_id, state)
+    built_beside = [name for name, d in datasets().items() if d.model not in downstream]
+    assert built_beside, "every dataset depends on NTS income: pick another model to break"
+    for name, d in datasets().items():
+        expected = "upstream_failed" if d.model in downstream else "success"
         assert bad[f"publish_{name}"] == expected, name
-    # Every dataset built from the broken model keeps the version it had.
-    for name in INCOME_DATASETS:
-        assert after[name] == before[name], name
+        # Every dataset built from the broken model keeps the version it had.
+        if d.model in downstream:
+            assert after[name] == before[name], name

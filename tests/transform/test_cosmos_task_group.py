@@ -165,3 +165,25 @@ def test_model_task_ids_for_models_with_and_without_tests():
     assert model_task_ids(group, "build_as_of") == ["dbt.build_as_of_run"]
     with pytest.raises(KeyError, match="no task"):
         model_task_ids(group, "residence_v1")
+
+
+def test_a_test_dbt_skipped_does_not_fail_the_healthy_model_it_touches(manifest):
+    """A relationships test between a broken and a healthy model is skipped by dbt: it counts for neither."""
+    from types import SimpleNamespace
+
+    from airflow.sdk import DAG
+
+    from zerodoc.transform.cosmos_task_group import dbt_task_group
+
+    with DAG("cosmos_probe_4", schedule=None, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)) as dag:
+        dbt_task_group(cfg=manifest)
+    producer = dag.task_dict["dbt.dbt_producer_watcher"]
+    producer.tests_per_model = {"model.zerodoc.a": ["test.zerodoc.t1", "test.zerodoc.rel"],
+                                "model.zerodoc.b": ["test.zerodoc.rel"]}
+    producer.test_results_per_model = {"model.zerodoc.a": {"test.zerodoc.t1": "pass"}}
+    pushed: list = []
+    ti = SimpleNamespace(xcom_push=lambda key, value: pushed.append((key, value)))
+    producer._drop_skipped_test(ti, "test.zerodoc.rel")
+    # a's other test passed: its aggregate is pass; b has no test left that ran, so no aggregate
+    assert pushed == [("model__zerodoc__a_tests_status", "pass")]
+    assert producer.tests_per_model == {"model.zerodoc.a": ["test.zerodoc.t1"], "model.zerodoc.b": []}

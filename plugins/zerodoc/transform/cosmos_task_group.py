@@ -248,6 +248,9 @@ def _producer_class():
             ti = context["ti"]
             # Cosmos reads compiled SQL from <project_dir>/target: our target dir's parent.
             extra = {"context": context, "project_dir": str(target_dir(cfg).parent)}
+            # Per execution: skipped tests are dropped from these (see _drop_skipped_test).
+            self.tests_per_model = {m: list(t) for m, t in self.tests_per_model.items()}
+            self.test_results_per_model = {}
             parse = self._make_parse_callable()
             seen: set[str] = set()
 
@@ -257,6 +260,9 @@ def _producer_class():
                     return
                 if unique_id and status in _TERMINAL:
                     seen.add(unique_id)
+                    if status == "skipped" and unique_id.startswith("test."):
+                        self._drop_skipped_test(ti, unique_id)
+                        return
                 parse(line, extra)
 
             def on_line(line: str) -> None:
@@ -291,6 +297,22 @@ def _producer_class():
                 raise failure
             _publish_manifest(target_dir(cfg) / "manifest.json", manifest_path(cfg))
             return result
+
+        def _drop_skipped_test(self, ti: Any, test_id: str) -> None:
+            """A test dbt skipped (another model it checks failed) no longer counts for any model.
+
+            Cosmos would count it as failed for every model the test touches, so a relationships
+            test from a broken mart would also fail the healthy model it points at, and block
+            datasets that never depended on the broken one.
+            """
+            from cosmos.operators._watcher.aggregation import get_aggregated_test_status, get_tests_status_xcom_key
+
+            for model_id, test_ids in self.tests_per_model.items():
+                if test_id in test_ids:
+                    test_ids.remove(test_id)
+                    status = get_aggregated_test_status(model_id, self.tests_per_model, self.test_results_per_model)
+                    if status is not None:
+                        safe_xcom_push(task_instance=ti, key=get_tests_status_xcom_key(model_id), value=status)
 
         def _watched_nodes(self, context: Any) -> list[str]:
             ids = [uid for uids in self.tests_per_model.values() for uid in uids]
