@@ -1,4 +1,4 @@
-"""The API bench runs end to end at tiny scale: all six metrics, no audit record lost."""
+"""The API bench runs end to end at tiny scale: all its metrics, no audit record lost."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def test_api_bench_at_tiny_scale(zerodoc_home, monkeypatch):
         "api.baseline_rps",
         "api.evidence_vs_baseline_ratio",
         "api.server_rss_mb",
+        "api.server_rss_sum_mb",
         "api.audit_lost",
         "api.evidence_server_cpu_us",
     }
@@ -45,6 +46,7 @@ def test_api_bench_at_tiny_scale(zerodoc_home, monkeypatch):
         assert set(m) == {"name", "value", "unit", "baseline", "ratio", "scale", "target", "meets_target"}
     assert by_name["api.evidence_rps"]["value"] > 0 and by_name["api.baseline_rps"]["value"] > 0
     assert by_name["api.audit_lost"]["value"] == 0
-    assert by_name["api.server_rss_mb"]["value"] > 0
+    # Target metric is the summed PSS: never more than the summed RSS, which counts shared pages per process.
+    assert 0 < by_name["api.server_rss_mb"]["value"] <= by_name["api.server_rss_sum_mb"]["value"]
     assert by_name["api.evidence_server_cpu_us"]["value"] > 0
     json.dumps(metrics)  # plain JSON for bench/results

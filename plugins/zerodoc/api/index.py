@@ -1,16 +1,25 @@
-"""In-memory point-lookup index over the CURRENT published version of a dataset.
+"""Point-lookup index over the CURRENT published version of a dataset, shared by the API workers.
 
 Built once per version: DuckDB reads data.parquet, keeps only the columns some grant can
 return, keeps the latest row per subject where a dataset has several (income: tax_year),
-and sorts by pseudonym. The pseudonym is held as 32 raw bytes in one contiguous numpy
-array searched by bisection; the other columns stay Arrow (strings dictionary-encoded).
+and sorts by pseudonym. The pseudonym is held as 32 raw bytes searched by bisection; the
+other columns stay Arrow (strings dictionary-encoded, dates as ISO text).
 
-Footprint: 32 B/subject for the key plus the granted columns (ints, dates and dictionary
-codes; 4-8 B each). Measured at 10M subjects on 2 vCPUs with the demo policy: residence_v1
-457 MB resident (4 fields), income_v1 495 MB (20M rows in, latest tax year kept, 3 fields);
-~25 s to load each; peak RSS ~2 GB while loading (DuckDB's sort, capped at SORT_MEMORY_LIMIT
-and spilling to state/tmp, plus the Arrow result); ~50 us per lookup. That is per worker
-process, and a new version is loaded beside the old one before the swap.
+Shared, not per worker: the first worker to need a version builds that sorted table and writes
+it as an uncompressed Arrow IPC file under state/index-cache/<dataset>/<version>/ (tmp, fsync,
+rename, then a sidecar with its size and SHA-256); the others wait on a file lock, and every
+worker memory-maps the file zero-copy (keys as a numpy view of the mapped bytes, columns read
+through views of the mapped buffers). The pages are the kernel's page cache, mapped by all
+workers: one copy whatever the worker count. Each worker checks the file (magic, size, SHA-256,
+schema) before serving it; reading it for the hash also maps every page, so the server's
+proportional set size shows the whole index from the start. A file that fails the check is
+deleted and rebuilt, never served. Published versions are immutable, so a cache file never goes
+stale; the directories of versions no longer retained are removed when a version is built.
+
+Footprint: 32 B/subject for the key plus the granted columns (ints and dictionary codes; 4-8 B
+each), once for the whole server. Building peaks at DuckDB's sort (capped at SORT_MEMORY_LIMIT,
+spilling to state/tmp) plus the Arrow result, in one worker at a time; a new version is
+mapped beside the old one before the swap.
 
 Per-person paper fallback: with each version we also load the pseudonyms of subjects whose
 records for the dataset's inputs (config/datasets.yml) sit in the quarantine zone for the
@@ -26,9 +35,12 @@ version (publish or rollback), that version is loaded in the background and swap
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
+import json
 import logging
 import os
+import shutil
 import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -50,6 +62,15 @@ SORT_MEMORY_LIMIT = "1GB"
 # Dictionary values held as Python objects (names, codes, dates); a near-unique text column
 # (e.g. explanation inputs) stays in Arrow, where 10M strings cost a fraction of the memory.
 MAX_LISTED_VALUES = 1 << 16
+# Bump when the cached file's layout or the way it is built changes: old files are then ignored.
+CACHE_FORMAT = 1
+ARROW_MAGIC = b"ARROW1"
+# memoryview formats of the integer/float Arrow types read per lookup straight from their buffer.
+_FORMATS = {
+    pa.int8(): "b", pa.int16(): "h", pa.int32(): "i", pa.int64(): "q",
+    pa.uint8(): "B", pa.uint16(): "H", pa.uint32(): "I", pa.uint64(): "Q",
+    pa.float32(): "f", pa.float64(): "d",
+}  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +95,7 @@ class Snapshot:
             object.__setattr__(self, name, np.ascontiguousarray(getattr(self, name), dtype=f"S{KEY_BYTES}"))
         # A getter per column over one contiguous array: no Arrow scalar per request.
         columns = (
-            [(n, _getter(self.table.column(n).combine_chunks())) for n in self.table.column_names]
-            if len(self.keys)
-            else []
+            [(n, _getter(_one_chunk(self.table.column(n)))) for n in self.table.column_names] if len(self.keys) else []
         )
         object.__setattr__(self, "_columns", tuple(columns))
 
@@ -93,26 +112,51 @@ class Snapshot:
         return int(self.keys.nbytes) + int(self.table.nbytes)
 
 
-def _getter(col: pa.Array):
-    """i -> the JSON-ready value of row i, reading numpy views and a Python list of dictionary values.
+def _one_chunk(col: pa.ChunkedArray) -> pa.Array:
+    # combine_chunks copies even a single chunk's buffers: keep the mapped one as it is.
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
 
-    Arrow's scalar access (col[i].as_py()) builds a Scalar object per value; this is ~10x cheaper.
-    Types without a fast path keep it.
+
+def _values_view(arr: pa.Array) -> memoryview:
+    """Row i of a fixed-width array is view[i] as a Python int/float: no copy, no numpy scalar."""
+    fmt = _FORMATS[arr.type]
+    width = arr.type.bit_width // 8
+    data = memoryview(arr.buffers()[1]) if len(arr) else memoryview(b"")
+    return data[arr.offset * width : (arr.offset + len(arr)) * width].cast(fmt)
+
+
+def _bit_getter(buf: pa.Buffer, offset: int):
+    bits = memoryview(buf)
+    return lambda i: (bits[(offset + i) >> 3] >> ((offset + i) & 7)) & 1
+
+
+def _getter(col: pa.Array):
+    """i -> the JSON-ready value of row i, read from views of the (possibly mapped) Arrow buffers.
+
+    Nothing per row is decoded up front: integers, floats, booleans, dictionary codes and the
+    validity bitmap are read in place per lookup; only a dictionary's distinct values become
+    Python objects. Arrow's scalar access (col[i].as_py()) builds a Scalar object per value;
+    this is ~10x cheaper. Types without a fast path keep it.
     """
-    valid = None
-    if col.null_count:
-        valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    if pa.types.is_dictionary(col.type) and len(col.dictionary) <= MAX_LISTED_VALUES:
-        codes = col.indices.fill_null(0).to_numpy(zero_copy_only=False)
+    if pa.types.is_null(col.type):  # no buffers at all: every value is null
+        return lambda i: None
+    valid = _bit_getter(col.buffers()[0], col.offset) if col.null_count else None
+    if pa.types.is_dictionary(col.type) and len(col.dictionary) <= MAX_LISTED_VALUES and col.indices.type in _FORMATS:
+        codes = _values_view(col.indices)
         values = [_jsonable(v) for v in col.dictionary.to_pylist()]
         if valid is None:
             return lambda i: values[codes[i]]
-        return lambda i: values[codes[i]] if valid[i] else None
-    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type):
-        data = col.fill_null(False if pa.types.is_boolean(col.type) else 0).to_numpy(zero_copy_only=False)
+        return lambda i: values[codes[i]] if valid(i) else None
+    if col.type in _FORMATS:
+        data = _values_view(col)
         if valid is None:
-            return lambda i: data[i].item()
-        return lambda i: data[i].item() if valid[i] else None
+            return data.__getitem__
+        return lambda i: data[i] if valid(i) else None
+    if pa.types.is_boolean(col.type):
+        bit = _bit_getter(col.buffers()[1], col.offset)
+        if valid is None:
+            return lambda i: bool(bit(i))
+        return lambda i: bool(bit(i)) if valid(i) else None
     return lambda i: _jsonable(col[i].as_py())
 
 
@@ -145,13 +189,16 @@ def _contains(keys: np.ndarray, pseudonym: str) -> bool:
     return _position(keys, pseudonym) is not None
 
 
-def _keys_array(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def _keys_array(col: pa.ChunkedArray | pa.Array, copy: bool = True) -> np.ndarray:
+    """The keys as S32. copy=False gives a view of the Arrow buffer (e.g. the mapped cache file)."""
     if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    col = col.cast(pa.binary(KEY_BYTES))
+        col = _one_chunk(col)
+    if col.type != pa.binary(KEY_BYTES):
+        col = col.cast(pa.binary(KEY_BYTES))
     if len(col) == 0:
         return np.array([], dtype=f"S{KEY_BYTES}")
-    return np.frombuffer(col.buffers()[1], dtype=f"S{KEY_BYTES}")[: len(col)].copy()
+    keys = np.frombuffer(col.buffers()[1], dtype=f"S{KEY_BYTES}", count=len(col), offset=col.offset * KEY_BYTES)
+    return keys.copy() if copy else keys
 
 
 def quarantined_pseudonyms(dataset: str, published_for: str | None, cfg: Settings) -> np.ndarray:
@@ -218,19 +265,8 @@ def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def load_snapshot(
-    version: store.PublishedVersion,
-    columns: tuple[str, ...],
-    spill_dir: Path | None = None,
-    cfg: Settings | None = None,
-) -> Snapshot:
-    meta = version.metadata
-    expected = str(meta.get("checksum") or "").removeprefix("sha256:")
-    if expected and _sha256_file(version.data_path) != expected:
-        # We sign what we serve: never sign data that is not the data that was published.
-        raise DatasetUnavailable(
-            f"{version.dataset} version {version.version}: data.parquet does not match its published checksum"
-        )
+def _build_table(version: store.PublishedVersion, columns: tuple[str, ...], spill_dir: Path | None) -> pa.Table:
+    """The version's rows to serve, sorted by key: `_key` (fixed_size_binary(32)) then the columns."""
     selected = ", ".join(f'"{c}"' for c in columns)
     latest = LATEST_BY.get(version.dataset)
     dedupe = f'QUALIFY row_number() OVER (PARTITION BY "{KEY_COLUMN}" ORDER BY "{latest}" DESC) = 1' if latest else ""
@@ -252,7 +288,7 @@ def load_snapshot(
         raise DatasetUnavailable(f"{version.dataset} version {version.version}: cannot read data: {exc}") from exc
     finally:
         con.close()
-    keys = _keys_array(table.column("_key"))
+    keys = table.column("_key").combine_chunks().cast(pa.binary(KEY_BYTES))
     table = table.drop_columns(["_key"]).combine_chunks()
     for name in table.column_names:
         col = table.column(name)
@@ -261,6 +297,132 @@ def load_snapshot(
             col = pc.cast(col, pa.string())
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             table = table.set_column(table.column_names.index(name), name, pc.dictionary_encode(col))
+    return table.add_column(0, "_key", keys)
+
+
+def cache_path(version: store.PublishedVersion, columns: tuple[str, ...], cfg: Settings) -> Path:
+    """Where the workers share this version's index for this set of granted columns."""
+    spec = [CACHE_FORMAT, version.dataset, version.version, list(columns), LATEST_BY.get(version.dataset)]
+    tag = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
+    return cfg.state_dir / "index-cache" / version.dataset / version.version / f"{tag}.arrow"
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _open_cached(path: Path, columns: tuple[str, ...]) -> pa.Table | None:
+    """The mapped table if the file is whole and is what was written; None (file removed) otherwise."""
+    sidecar = _sidecar(path)
+    if not path.exists() and not sidecar.exists():
+        return None
+    problem = None
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        mapped = pa.memory_map(str(path), "r")
+        size = mapped.size()
+        buf = mapped.read_buffer(size)  # zero-copy: the mapped pages themselves
+        view = memoryview(buf)
+        if size != meta["size"]:
+            problem = f"{size} bytes, {meta['size']} written"
+        elif view[: len(ARROW_MAGIC)] != ARROW_MAGIC or view[-len(ARROW_MAGIC) :] != ARROW_MAGIC:
+            problem = "no Arrow file magic at both ends"
+        elif hashlib.sha256(view).hexdigest() != meta["sha256"]:  # also maps every page: PSS shows it all
+            problem = "SHA-256 differs from the one written"
+        else:
+            table = pa.ipc.open_file(buf).read_all()
+            if table.column_names != ["_key", *columns] or table.schema.field("_key").type != pa.binary(KEY_BYTES):
+                problem = f"unexpected columns {table.column_names}"
+            elif table.num_rows != meta["rows"]:
+                problem = f"{table.num_rows} rows, {meta['rows']} written"
+            else:
+                return table
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+        problem = f"unreadable: {exc}"
+    log.warning("index cache %s failed its check (%s): removing it to rebuild", path, problem)
+    path.unlink(missing_ok=True)
+    sidecar.unlink(missing_ok=True)
+    return None
+
+
+def _write_durably(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_cache(path: Path, table: pa.Table) -> None:
+    """Arrow IPC file (uncompressed: it is mapped as is), then its size and SHA-256 beside it."""
+
+    def arrow(fh) -> None:
+        with pa.ipc.new_file(fh, table.schema) as writer:
+            writer.write_table(table)
+
+    _write_durably(path, arrow)
+    meta = {"size": path.stat().st_size, "sha256": _sha256_file(path), "rows": table.num_rows}
+    _write_durably(_sidecar(path), lambda fh: fh.write(json.dumps(meta).encode()))
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _remove_unretained(dataset: str, cfg: Settings) -> None:
+    root = cfg.state_dir / "index-cache" / dataset
+    retained = set(store.list_versions(dataset, cfg))
+    for entry in root.iterdir():
+        if entry.is_dir() and entry.name not in retained:
+            # Workers still mapping a file there keep its pages until they unmap it.
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def cached_table(
+    version: store.PublishedVersion, columns: tuple[str, ...], cfg: Settings, spill_dir: Path | None = None
+) -> pa.Table:
+    """The version's sorted table, memory-mapped from the shared cache; built by whoever comes first."""
+    path = cache_path(version, columns, cfg)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path.with_suffix(".lock"), "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait here while one builds; released on exit or death
+        table = _open_cached(path, columns)
+        if table is None:
+            _write_cache(path, _build_table(version, columns, spill_dir))
+            _remove_unretained(version.dataset, cfg)
+            table = _open_cached(path, columns)
+            if table is None:
+                raise DatasetUnavailable(
+                    f"{version.dataset} version {version.version}: index cache {path} is unreadable right after writing"
+                )
+    return table
+
+
+def load_snapshot(
+    version: store.PublishedVersion,
+    columns: tuple[str, ...],
+    spill_dir: Path | None = None,
+    cfg: Settings | None = None,
+) -> Snapshot:
+    """The version's snapshot: mapped from the shared cache under cfg's state dir, in memory without cfg."""
+    meta = version.metadata
+    expected = str(meta.get("checksum") or "").removeprefix("sha256:")
+    if expected and _sha256_file(version.data_path) != expected:
+        # We sign what we serve: never sign data that is not the data that was published.
+        raise DatasetUnavailable(
+            f"{version.dataset} version {version.version}: data.parquet does not match its published checksum"
+        )
+    if cfg is None:
+        table = _build_table(version, columns, spill_dir)
+    else:
+        table = cached_table(version, columns, cfg, spill_dir)
+    keys = _keys_array(table.column("_key"), copy=False)
+    table = table.drop_columns(["_key"])
     runs = meta.get("validation_runs") or []
     published_for = None if meta.get("published_for") is None else str(meta["published_for"])
     quarantined = (
