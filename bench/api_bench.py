@@ -437,6 +437,9 @@ def _run(home: Path, seconds: int, subjects: int) -> list[dict]:
                 f"server CPU {evidence_cpu_us:.0f} us/request"
             )
             steady_rss, steady_pss = server.rss_mb(), server.pss_mb()
+            # Where the PSS is: file-backed (the mapped index cache, once for all workers) vs anonymous (per worker).
+            pss_file = server._sum_kb("smaps_rollup", "Pss_File:")
+            pss_anon = server._sum_kb("smaps_rollup", "Pss_Anon:")
 
             # The same load again, and kill -9 the whole server half-way through it.
             before = _evidence_records(audit_path)
@@ -456,7 +459,8 @@ def _run(home: Path, seconds: int, subjects: int) -> list[dict]:
         peak_rss, peak_pss = server.peak_rss_mb, server.peak_pss_mb
         log(
             f"server memory: PSS steady {steady_pss:.0f} MB, peak incl. index load {peak_pss:.0f} MB; "
-            f"RSS sum steady {steady_rss:.0f} MB, peak {peak_rss:.0f} MB"
+            f"RSS sum steady {steady_rss:.0f} MB, peak {peak_rss:.0f} MB; "
+            f"steady PSS file-backed {pss_file:.0f} MB, anonymous {pss_anon:.0f} MB"
         )
 
     ratio = evidence["rps"] / baseline["rps"] if baseline["rps"] else 0.0
