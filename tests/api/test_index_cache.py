@@ -122,6 +122,8 @@ def test_a_corrupt_cache_file_is_rebuilt_never_served(cfg, caplog, corrupt, reas
     path = cache_path(version, COLUMNS, cfg)
     good = path.read_bytes()
     corrupt(path)
+    leftover = path.with_name(f".{path.name}.999999.tmp")  # from a builder killed mid-write
+    leftover.write_bytes(b"partial")
 
     with caplog.at_level(logging.WARNING, logger="zerodoc.api.index"):
         snap = load_snapshot(version, COLUMNS, cfg=cfg)
@@ -130,6 +132,7 @@ def test_a_corrupt_cache_file_is_rebuilt_never_served(cfg, caplog, corrupt, reas
     assert snap.lookup(_pseudonym(7)) == _expected(7)  # the marker value, not the corrupted 123
     assert [snap.lookup(_pseudonym(i)) for i in range(ROWS)] == [_expected(i) for i in range(ROWS)]
     assert path.read_bytes() == good  # rebuilt byte for byte
+    assert not leftover.exists()
     assert json.loads(path.with_name(path.name + ".json").read_text())["sha256"] == hashlib.sha256(good).hexdigest()
 
 

@@ -393,6 +393,8 @@ def cached_table(
         fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait here while one builds; released on exit or death
         table = _open_cached(path, columns)
         if table is None:
+            for stale in path.parent.glob(f".{path.name}*.tmp"):  # a builder killed mid-write; we hold its lock
+                stale.unlink(missing_ok=True)
             _write_cache(path, _build_table(version, columns, spill_dir))
             _remove_unretained(version.dataset, cfg)
             table = _open_cached(path, columns)
