@@ -73,7 +73,7 @@ def revoke(name: str) -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Bind address."),
     port: int = typer.Option(8000, help="Port."),
-    workers: int = typer.Option(1, help="Worker processes; each holds its own in-memory dataset index."),
+    workers: int = typer.Option(1, help="Worker processes; all map one shared index file per dataset version."),
 ) -> None:
     """Run the evidence API with uvicorn."""
     import uvicorn
