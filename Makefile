@@ -12,7 +12,7 @@ RUN_PERSONS ?= 20000
 SEED ?= 42
 SECTIONS ?= e2e,validate,api,extract,dbt,faults,cluster
 
-.PHONY: help setup run test test-ui bench lint serve cluster-up cluster-down clean
+.PHONY: help setup browser run test test-ui bench lint serve cluster-up cluster-down clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,17 +33,24 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 setup: $(VENV)/.synced .env ## Install uv if missing, create .venv from the lock file, create .env
 
+# The browser tests drive Debian's Chromium (never a downloaded browser); install it when missing.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)
+
+browser: $(CHROMIUM) ## Install Debian's Chromium for the browser tests (apt-get; needs root)
+
 run: setup ## Generate agency data, run the whole pipeline through Airflow, print the summary
 	set -a; . ./.env; set +a; $(BIN)/zerodoc run --persons $(RUN_PERSONS) --seed $(SEED)
 
-test: setup ## Lint, then all tests against the real PostgreSQL and MariaDB (started if down)
+test: setup $(CHROMIUM) ## Lint, then all tests against the real PostgreSQL and MariaDB (started if down)
 	$(BIN)/ruff check dags plugins tests bench
 	set -a; . ./.env; set +a; $(BIN)/pytest
 
 lint: setup ## ruff (with Airflow rules)
 	$(BIN)/ruff check dags plugins tests bench
 
-test-ui: setup ## Browser tests only: pipeline, airflow standalone, headless Chromium; screenshots in test-artifacts/ui/
+test-ui: setup $(CHROMIUM) ## Browser tests only: pipeline, airflow standalone, headless Chromium; screenshots in test-artifacts/ui/
 	set -a; . ./.env; set +a; $(BIN)/pytest tests/ui -m e2e
 
 bench: setup ## Benchmarks at national scale (PERSONS=10000000, SECTIONS=e2e,validate,api,extract,dbt,faults,cluster); writes bench/results/latest.json
