@@ -42,13 +42,16 @@ def watcher_runs(tmp_path_factory):
         from zerodoc.orchestration.pipeline import run_pipeline
         from zerodoc.publish import store
 
+        # Earlier tests in this process may have left publish_shared runs in the same metadata DB
+        # (Airflow keeps the first AIRFLOW_HOME it saw): take the run this pipeline made.
+        seen = {r.run_id for r in _dag_runs("publish_shared")}
         good = run_pipeline(cfg, persons=PERSONS, seed=7, ds=DS, console=Console(quiet=True))
         assert good.ok, good.problems
         bag = DagBag(dag_folder=str(REPO / "dags" / "publish_shared.py"))
         dag = bag.dags["publish_shared"]
-        good_run = max(
-            (r for r in _dag_runs("publish_shared")), key=lambda r: r.start_date
-        )
+        new_runs = [r for r in _dag_runs("publish_shared") if r.run_id not in seen]
+        assert len(new_runs) == 1, [(r.run_id, r.start_date) for r in new_runs]
+        good_run = new_runs[0]
         good_states = _states(good_run)
         before = {name: store.current(name, cfg).version for name in datasets()}
 
