@@ -28,6 +28,8 @@ def airflow_env(cfg: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
         "AIRFLOW__OPENLINEAGE__DISABLED": "True",
+        # Cosmos reports usage to an outside endpoint by default: nothing leaves an agency's network.
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
         "ZERODOC_HOME": str(cfg.home),
     }
 
