@@ -26,13 +26,12 @@ def _states(dr) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def watcher_runs(tmp_path_factory):
-    from zerodoc.config import settings
+    from zerodoc.config import restored_environ, settings
     from zerodoc.orchestration.local import apply_airflow_env
 
     home = tmp_path_factory.mktemp("watcher_home")
-    saved = {k: os.environ.get(k) for k in ("ZERODOC_HOME", "ZERODOC_DBT_TASKS")}
-    os.environ.update({"ZERODOC_HOME": str(home), "ZERODOC_DBT_TASKS": "watcher"})
-    try:
+    with restored_environ("ZERODOC_HOME", "ZERODOC_DBT_TASKS"):
+        os.environ.update({"ZERODOC_HOME": str(home), "ZERODOC_DBT_TASKS": "watcher"})
         cfg = settings()
         apply_airflow_env(cfg)
         from airflow.dag_processing.dagbag import DagBag
@@ -75,12 +74,6 @@ def watcher_runs(tmp_path_factory):
             n["name"] for n in nodes.values() if n["resource_type"] in ("model", "seed")
         )
         yield good_states, bad_run, _states(bad_run), before, after, reports, _downstream(nodes, BROKEN)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _downstream(nodes: dict, root: str) -> set[str]:

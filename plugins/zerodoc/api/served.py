@@ -13,9 +13,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -25,7 +23,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from zerodoc.api.datasets import EVIDENCE_TYPES, KEY_COLUMNS, SHARED_TABLES
-from zerodoc.api.index import KEY_BYTES, DatasetIndex, DatasetUnavailable, Snapshot, quarantined_pseudonyms
+from zerodoc.api.index import (
+    KEY_BYTES,
+    DatasetIndex,
+    DatasetUnavailable,
+    Snapshot,
+    _sha256_file,
+    quarantined_pseudonyms,
+)
 from zerodoc.api.policy import AccessPolicy
 from zerodoc.config import Settings
 from zerodoc.publish import store
@@ -35,17 +40,9 @@ MEMBERSHIP_DATASET = "residence_v1"
 MEMBERSHIP_COLUMN = "household_id"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _check_published_bytes(version: store.PublishedVersion) -> None:
     expected = str(version.metadata.get("checksum") or "").removeprefix("sha256:")
-    if expected and _sha256(version.data_path) != expected:
+    if expected and _sha256_file(version.data_path) != expected:
         # We sign what we serve: never sign data that is not the data that was published.
         raise DatasetUnavailable(
             f"{version.dataset} version {version.version}: data.parquet does not match its published checksum"
