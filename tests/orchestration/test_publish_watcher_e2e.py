@@ -37,12 +37,13 @@ def watcher_runs(tmp_path_factory):
         from airflow.dag_processing.dagbag import DagBag
 
         from tests.conftest import REPO
-        from zerodoc.orchestration.local import output_to
+        from zerodoc.orchestration.local import ensure_metadata_db, output_to
         from zerodoc.orchestration.pipeline import run_pipeline
         from zerodoc.publish import store
 
         # Earlier tests in this process may have left publish_shared runs in the same metadata DB
         # (Airflow keeps the first AIRFLOW_HOME it saw): take the run this pipeline made.
+        ensure_metadata_db(cfg)  # run_pipeline would create it too; the query below needs it first
         seen = {r.run_id for r in _dag_runs("publish_shared")}
         good = run_pipeline(cfg, persons=PERSONS, seed=7, ds=DS, console=Console(quiet=True))
         assert good.ok, good.problems
