@@ -289,15 +289,22 @@ def _build_table(version: store.PublishedVersion, columns: tuple[str, ...], spil
     finally:
         con.close()
     keys = table.column("_key").combine_chunks().cast(pa.binary(KEY_BYTES))
-    table = table.drop_columns(["_key"]).combine_chunks()
+    table = compact_columns(table.drop_columns(["_key"]).combine_chunks())
+    return table.add_column(0, "_key", keys)
+
+
+def compact_columns(table: pa.Table) -> pa.Table:
+    """Dates as ISO text and all text dictionary-encoded, as every index holds its columns.
+
+    ISO text as dictionary codes is as small as date32, and needs no conversion per request.
+    """
     for name in table.column_names:
         col = table.column(name)
         if pa.types.is_date32(col.type):
-            # ISO text as dictionary codes: as small as date32, and no conversion per request.
             col = pc.cast(col, pa.string())
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             table = table.set_column(table.column_names.index(name), name, pc.dictionary_encode(col))
-    return table.add_column(0, "_key", keys)
+    return table
 
 
 def cache_path(version: store.PublishedVersion, columns: tuple[str, ...], cfg: Settings) -> Path:

@@ -19,7 +19,6 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from zerodoc.api.datasets import EVIDENCE_TYPES, KEY_COLUMNS, SHARED_TABLES
@@ -29,6 +28,7 @@ from zerodoc.api.index import (
     DatasetUnavailable,
     Snapshot,
     _sha256_file,
+    compact_columns,
     quarantined_pseudonyms,
 )
 from zerodoc.api.policy import AccessPolicy
@@ -56,17 +56,6 @@ def _literal(text: str) -> str:
 def household_key(household_id: int) -> str:
     """A household id as the 32-byte hex key the index searches (big-endian, so sorted like the ids)."""
     return int(household_id).to_bytes(KEY_BYTES, "big").hex()
-
-
-def _compact(table: pa.Table) -> pa.Table:
-    """Dates as ISO text and text dictionary-encoded, as the per-subject indexes hold them."""
-    for name in table.column_names:
-        col = table.column(name)
-        if pa.types.is_date32(col.type):
-            col = pc.cast(col, pa.string())
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            table = table.set_column(table.column_names.index(name), name, pc.dictionary_encode(col))
-    return table
 
 
 class HouseholdView:
@@ -146,7 +135,7 @@ class HouseholdIndex(DatasetIndex):
             as_of=None if meta.get("as_of") is None else str(meta["as_of"]),
             validation_run_ids=[str(r) for r in meta.get("validation_runs") or []],
             keys=keys,
-            table=_compact(table.drop_columns(["_key"]).combine_chunks()),
+            table=compact_columns(table.drop_columns(["_key"]).combine_chunks()),
             quarantined=quarantined,
             published_for=published_for,
         )
