@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zerodoc.config import Settings
+from zerodoc.config import REPO_ROOT, Settings
 from zerodoc.privacy import pseudonymize
 from zerodoc.publish.store import switch_current
 
@@ -118,3 +124,29 @@ def victim_table(key: bytes, as_of: date = date(2025, 6, 30)) -> pa.Table:
     cols["inputs"] = [inputs]
     cols["as_of"] = [as_of]
     return pa.table(cols)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_api_workers(env: dict[str, str], log_path: Path, workers: int = 2) -> tuple[subprocess.Popen, int]:
+    """uvicorn serving the API with `workers` processes in its own session; returns once all started."""
+    port = free_port()
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "zerodoc.api.app:create_app", "--factory", "--port", str(port),
+             "--workers", str(workers), "--no-access-log"],
+            env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while log_path.read_text(errors="replace").count("Application startup complete") < workers:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            raise AssertionError(f"the API did not start:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.2)
+    return proc, port

@@ -8,12 +8,8 @@ import json
 import os
 import secrets
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -21,9 +17,8 @@ from fastapi.testclient import TestClient
 
 from zerodoc.api.app import create_app
 from zerodoc.audit.pg import TABLE, PostgresAuditLog
-from zerodoc.config import REPO_ROOT
 
-from .support import ALICE, bearer, body
+from .support import ALICE, bearer, body, start_api_workers
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -84,11 +79,6 @@ def test_no_answer_leaves_when_postgres_cannot_take_the_record(published, keys, 
     assert r.json()["error"]["code"] == "audit_unavailable"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _load(port: int, key: str, worker: int, answered: list, stop: threading.Event) -> None:
     """Requests on one keep-alive connection until the server dies; every 4th one with a valid consent.
@@ -116,25 +106,14 @@ def _load(port: int, key: str, worker: int, answered: list, stop: threading.Even
 
 
 def test_kill9_mid_load_loses_no_answered_request(audit_dsn, published, keys, consents, tmp_path):
-    port = _free_port()
-    server_log = tmp_path / "server.log"
     env = {
         **os.environ,
         "ZERODOC_HOME": str(published.home),
         "ZERODOC_AUDIT_DSN": audit_dsn,
         "ZERODOC_API_RATE_PER_SEC": "0",
     }
-    with open(server_log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "zerodoc.api.app:create_app", "--factory", "--port", str(port),
-             "--workers", "2", "--no-access-log"],
-            env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    proc, port = start_api_workers(env, tmp_path / "server.log")
     try:
-        deadline = time.monotonic() + 120
-        while Path(server_log).read_text(errors="replace").count("Application startup complete") < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, Path(server_log).read_text()
-            time.sleep(0.2)
         answered: list[tuple[int, str]] = []
         stop = threading.Event()
         loaders = [

@@ -6,9 +6,7 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,9 +15,8 @@ import pytest
 
 from zerodoc.api import ratelimit
 from zerodoc.api.ratelimit import SharedRateLimiter
-from zerodoc.config import REPO_ROOT
 
-from .support import audit_records, body
+from .support import audit_records, body, start_api_workers
 
 
 def test_buckets_refill_and_are_shared_by_every_limiter_on_the_file(tmp_path):
@@ -59,11 +56,6 @@ def test_disabled_limiter_creates_nothing(tmp_path):
     assert not (tmp_path / "buckets.bin").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _workers(supervisor: int) -> list[int]:
     found = []
@@ -98,8 +90,6 @@ ROUNDS = 3
 
 
 def test_two_workers_enforce_one_limit_per_consumer(published, keys, consents, audit_path, tmp_path):
-    port = _free_port()
-    server_log = tmp_path / "server.log"
     env = {
         **os.environ,
         "ZERODOC_HOME": str(published.home),
@@ -107,17 +97,8 @@ def test_two_workers_enforce_one_limit_per_consumer(published, keys, consents, a
         "ZERODOC_API_RATE_BURST": str(BURST),
     }
     env.pop("ZERODOC_AUDIT_DSN", None)
-    with open(server_log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "zerodoc.api.app:create_app", "--factory", "--port", str(port),
-             "--workers", "2", "--no-access-log"],
-            env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    proc, port = start_api_workers(env, tmp_path / "server.log")
     try:
-        deadline = time.monotonic() + 120
-        while server_log.read_text(errors="replace").count("Application startup complete") < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, server_log.read_text()
-            time.sleep(0.2)
         workers = _workers(proc.pid)
         assert len(workers) == 2, workers
         before = {pid: _sockets(pid) for pid in workers}
