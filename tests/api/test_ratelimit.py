@@ -1,4 +1,7 @@
-"""The rate limit holds per consumer across all uvicorn workers, and every 429 is audited."""
+"""The rate limit holds per consumer across all uvicorn workers, and every 429 is audited.
+
+These are the host's buckets (the default); tests/api/test_ratelimit_redis.py has the Redis ones.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +17,22 @@ from pathlib import Path
 import pytest
 
 from zerodoc.api import ratelimit
-from zerodoc.api.ratelimit import SharedRateLimiter
+from zerodoc.api.ratelimit import REDIS_URL_ENV, SharedRateLimiter
 
 from .support import audit_records, body, start_api_workers
+
+
+@pytest.fixture(autouse=True)
+def _host_buckets(monkeypatch):
+    """A Redis URL in the developer's environment must not turn these into Redis tests."""
+    monkeypatch.delenv(REDIS_URL_ENV, raising=False)
 
 
 def test_buckets_refill_and_are_shared_by_every_limiter_on_the_file(tmp_path):
     now = [100.0]
     path = tmp_path / "buckets.bin"
     first = SharedRateLimiter(path, rate=2, burst=2, clock=lambda: now[0])
+    assert first.backend is first.host
     second = SharedRateLimiter(path, rate=2, burst=2, clock=lambda: now[0])  # another worker
     assert first.take("a") is None
     assert second.take("a") is None
@@ -54,7 +64,6 @@ def test_disabled_limiter_creates_nothing(tmp_path):
     limiter = SharedRateLimiter(tmp_path / "buckets.bin", rate=0, burst=1)
     assert limiter.take("a") is None
     assert not (tmp_path / "buckets.bin").exists()
-
 
 
 def _workers(supervisor: int) -> list[int]:

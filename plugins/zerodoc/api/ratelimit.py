@@ -1,7 +1,18 @@
-"""Token buckets per key holder, shared by every API worker process on the host.
+"""Token buckets per key holder: on this host's memory-mapped file, or in Redis for every replica.
+
+``SharedRateLimiter`` is what the API builds. It enforces the limit in one of two places, chosen
+by configuration when it is built:
+
+- By default, the host's buckets (``HostRateLimiter``, below), shared by every API worker
+  process on the host. The embedded deployment has no Redis, and needs none.
+- With ``ZERODOC_API_RATE_REDIS_URL`` set (e.g. ``redis://redis:6379/1``), one bucket per holder
+  in Redis, shared by every replica on every host (``zerodoc.api.ratelimit_redis``): with N
+  replicas each enforcing the limit on its own, a consumer would get N times its limit. The rate
+  and burst are the same settings either way. When Redis cannot be reached, the host's buckets
+  answer instead (see ``ratelimit_redis``): the limit then holds per host until Redis answers.
 
 uvicorn's workers are separate processes; a bucket per process would let a consumer through
-N times as fast with N workers. The buckets live in one memory-mapped file under the state
+N times as fast with N workers. The host's buckets live in one memory-mapped file under the state
 directory (``state/ratelimit/buckets.bin``): every worker maps the same pages, and one
 ``take`` is a lock, two small struct reads/writes and an unlock, a few microseconds next to the
 ~200 us of an evidence answer. ``fcntl.flock`` orders the processes (threads of one process
@@ -13,7 +24,6 @@ The table is fixed-size and open-addressed: a key hashes to a slot and probes PR
 after it. A holder idle long enough to have refilled is as good as absent, so its slot is
 reused; when every probed slot is active (a flood from very many client addresses), the
 least recently used one is reused, which can only hand that holder a fresh, full bucket.
-Replicas on other hosts each enforce the limit on their own (documented in docs/api.md).
 """
 
 from __future__ import annotations
@@ -27,6 +37,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zerodoc.api.ratelimit_redis import RedisRateLimiter
 
 MAGIC = b"ZDRATE01"
 SLOTS = 16_384
@@ -42,8 +56,45 @@ def _key_hash(key: str) -> int:
     return h or 1  # 0 marks an empty slot
 
 
+REDIS_URL_ENV = "ZERODOC_API_RATE_REDIS_URL"
+
+
 class SharedRateLimiter:
-    """``take(key)``: None if a request may go now, else the seconds until one may (as before)."""
+    """``take(key)``: None if a request may go now, else the seconds until one may.
+
+    The backend is the host's buckets at ``path``, or Redis when ``redis_url`` (default: the
+    ``ZERODOC_API_RATE_REDIS_URL`` environment variable) names one; the host's buckets are then
+    Redis's fallback. ``clock`` is the host buckets' time base (Redis uses its own TIME).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        rate: float,
+        burst: float,
+        clock: Callable[[], float] = time.monotonic,
+        redis_url: str | None = None,
+    ) -> None:
+        self.rate, self.burst = rate, burst
+        self.host = HostRateLimiter(path, rate, burst, clock)
+        url = (os.environ.get(REDIS_URL_ENV, "") if redis_url is None else redis_url).strip()
+        if url and rate > 0:
+            from zerodoc.api.ratelimit_redis import RedisRateLimiter  # imports redis only when configured
+
+            self.backend: HostRateLimiter | RedisRateLimiter = RedisRateLimiter(url, rate, burst, fallback=self.host)
+        else:
+            self.backend = self.host
+        # Bound once here rather than dispatched on every request.
+        self.take: Callable[[str], float | None] = self.backend.take
+
+    def close(self) -> None:
+        if self.backend is not self.host:
+            self.backend.close()
+        self.host.close()
+
+
+class HostRateLimiter:
+    """The buckets of one host, in a memory-mapped file; ``take`` as in SharedRateLimiter."""
 
     def __init__(self, path: Path, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = Path(path)
