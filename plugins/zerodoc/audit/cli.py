@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from zerodoc.audit.log import audit_dsn, verify_chain
+from zerodoc.audit.log import AuditLog
 from zerodoc.audit.log import default_log_path as _log_path
+from zerodoc.audit.reader import configured_log
 from zerodoc.config import settings
 
 
@@ -23,23 +24,14 @@ def default_validation_log_path() -> Path:
 
 
 def _check_evidence(path: Path | None, dsn: str | None = None) -> tuple[bool, str]:
-    dsn = dsn or (None if path is not None else audit_dsn())
-    if dsn:
-        from zerodoc.audit.pg import PostgresAuditLog
-
-        pg = PostgresAuditLog(dsn)
-        result = pg.verify()
-        if not result.ok:
-            return False, f"evidence log   {pg.describe()}: BROKEN: {result.message}"
-        return True, f"evidence log   {pg.describe()}: OK: {result.message}; head hash {result.head_hash}"
-    log = path or default_log_path()
-    if path is None and not log.exists():
+    log = configured_log(settings().state_dir, path=path, dsn=dsn)
+    if isinstance(log, AuditLog) and path is None and not log.path.exists():
         # A fresh home that has served no evidence yet; a log named on the command line must exist.
-        return True, f"evidence log   {log}: no records yet (no evidence served)"
-    result = verify_chain(log)
+        return True, f"evidence log   {log.describe()}: no records yet (no evidence served)"
+    result = log.verify()
     if not result.ok:
-        return False, f"evidence log   {log}: BROKEN: {result.message}"
-    return True, f"evidence log   {log}: OK: {result.message}; head hash {result.head_hash}"
+        return False, f"evidence log   {log.describe()}: BROKEN: {result.message}"
+    return True, f"evidence log   {log.describe()}: OK: {result.message}; head hash {result.head_hash}"
 
 
 def _check_validation(path: Path | None) -> tuple[bool, str]:

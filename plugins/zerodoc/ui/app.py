@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from zerodoc.audit.log import AuditError
 from zerodoc.config import Settings
 from zerodoc.config import settings as load_settings
 from zerodoc.ui import data
@@ -85,6 +86,14 @@ def _page(title: str, body: str, user: Any = None) -> HTMLResponse:
         f"<h1>{escape(title)}</h1>{body}</body></html>"
     )
     return HTMLResponse(data.mask_text(html))
+
+
+def _unreadable(title: str, why: object, source: str, user: Any) -> HTMLResponse:
+    """The log could not be read (e.g. PostgreSQL down): say so, rather than show an empty or broken log."""
+    page = _page(title, f'{source}<p id=unavailable class="fail">The audit log cannot be read: {escape(str(why))}</p>',
+                 user)
+    page.status_code = 503
+    return page
 
 
 def _cell(value: Any) -> str:
@@ -227,7 +236,13 @@ def create_app(cfg: Settings | None = None, reader: Any = None) -> FastAPI:
         date: str | None = None,
     ):
         c = cfg_now()
-        recs, total = data.access_records(c, consumer or None, purpose or None, dataset or None, date or None)
+        log = data.evidence_log(c)
+        source = f"<p id=source>Log read: <code>{escape(log.describe())}</code></p>"
+        try:
+            recs, total = data.access_records(
+                c, consumer or None, purpose or None, dataset or None, date or None, log=log)
+        except AuditError as exc:
+            return _unreadable("Evidence access log", exc, source, user)
         cols = ("seq", "ts", "consumer", "purpose", "evidence_type", "dataset", "dataset_version",
                 "subject_pseudonym", "consent_id", "fields", "decision", "status", "reason")
         head = "".join(f"<th>{k}</th>" for k in cols)
@@ -246,18 +261,23 @@ def create_app(cfg: Settings | None = None, reader: Any = None) -> FastAPI:
         )
         shown = (f"<p id=count>{total} matching records (newest first, at most 500 shown). "
                  "Subject pseudonyms and consent references are truncated.</p>")
-        return _page("Evidence access log", form + shown + f"<table id=access><tr>{head}</tr>{body_rows}</table>", user)
+        table = f"<table id=access><tr>{head}</tr>{body_rows}</table>"
+        return _page("Evidence access log", form + source + shown + table, user)
 
     @app.post("/access/verify", response_class=HTMLResponse)
     def verify(user: ReaderDep):
-        from zerodoc.audit.log import verify_chain
+        from zerodoc.audit.reader import unreadable
 
-        path = data.evidence_log_path(cfg_now())
-        r = verify_chain(path)
+        log = data.evidence_log(cfg_now())
+        source = f"<p id=source>Log checked: <code>{escape(log.describe())}</code></p>"
+        why = unreadable(log)
+        if why:
+            return _unreadable("Audit chain verification", why, source, user)
+        r = log.verify()  # the file's or PostgreSQL's own chain walk, as `zerodoc audit verify` runs it
         when = datetime.now(UTC).isoformat(timespec="seconds")
         cls = "ok" if r.ok else "fail"
         body = (
-            f'<p id=verdict class="{cls}">{"Chain intact" if r.ok else "Chain BROKEN"}: {escape(r.message)}</p>'
+            f'{source}<p id=verdict class="{cls}">{"Chain intact" if r.ok else "Chain BROKEN"}: {escape(r.message)}</p>'
             f"<p>Records checked: {r.records}; first bad record: {r.first_bad_seq or '—'}; head hash "
             f"<code>{escape(r.head_hash or '—')}</code> (checked {when}). Keep the head hash elsewhere to detect"
             " a truncated tail.</p><p><a href=\"../access\">back to the log</a></p>"

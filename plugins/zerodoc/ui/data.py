@@ -1,13 +1,13 @@
-"""Read-only views over $ZERODOC_HOME for the auditor pages: no writes, identifiers masked."""
+"""Read-only views for the auditor pages over $ZERODOC_HOME and the configured audit log: no writes, IDs masked."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from zerodoc.audit.log import read_records
+from zerodoc.audit.log import GroupCommitLog
+from zerodoc.audit.reader import Browse, browse, configured_log
 from zerodoc.config import Settings
 from zerodoc.privacy import RRN_PATTERN
 
@@ -78,8 +78,9 @@ def publish_history(cfg: Settings) -> list[DatasetHistory]:
     return out
 
 
-def evidence_log_path(cfg: Settings) -> Path:
-    return cfg.state_dir / "audit" / "evidence.log"
+def evidence_log(cfg: Settings) -> GroupCommitLog:
+    """The evidence audit log the API writes: PostgreSQL when configured, else $ZERODOC_HOME's file."""
+    return configured_log(cfg.state_dir)
 
 
 def access_records(
@@ -89,22 +90,15 @@ def access_records(
     dataset: str | None = None,
     date: str | None = None,
     limit: int = 500,
+    log: GroupCommitLog | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """(newest matching records first, masked; total matching). Filters are exact; date is YYYY-MM-DD (UTC)."""
-    matched = []
-    for rec in read_records(evidence_log_path(cfg)):
-        if consumer and rec.get("consumer") != consumer:
-            continue
-        if purpose and rec.get("purpose") != purpose:
-            continue
-        if dataset and rec.get("dataset") != dataset:
-            continue
-        if date and not str(rec.get("ts", "")).startswith(date):
-            continue
-        matched.append(rec)
-    total = len(matched)
+    """(newest matching records first, masked; total matching). Filters are exact; date is YYYY-MM-DD (UTC).
+
+    Raises AuditError when the configured log cannot be read.
+    """
+    found, total = browse(log or evidence_log(cfg), Browse(consumer, purpose, dataset, date, limit))
     shown = []
-    for rec in reversed(matched[-limit:]):
+    for rec in found:
         r = {k: (mask_text(v) if isinstance(v, str) else v) for k, v in rec.items()}
         r["subject_pseudonym"] = mask_token(rec.get("subject_pseudonym"))
         r["consent_id"] = mask_token(rec.get("consent_id"), keep=3)
