@@ -17,7 +17,10 @@ RAW_ID = "900101-1234568"
 
 
 @pytest.fixture()
-def home(tmp_path):
+def home(tmp_path, monkeypatch):
+    # The file backend: a PostgreSQL audit DSN in the environment would send the pages there.
+    monkeypatch.delenv("ZERODOC_AUDIT_DSN", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_ZERODOC_AUDIT", raising=False)
     cfg = Settings(home=tmp_path)
     run = cfg.reports_dir / "validation" / "mois__residents-2026-11-20-abc"
     (run / "data_docs").mkdir(parents=True)
