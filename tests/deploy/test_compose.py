@@ -56,3 +56,15 @@ def test_topology_matches_the_native_cluster():
     for svc in ("redis", "airflow-db", "mois-postgres", "nts-mariadb"):
         assert "healthcheck" in services[svc], svc
     assert "zerodoc-data" in yaml.safe_load(COMPOSE.read_text())["volumes"]
+
+
+def test_evidence_api_replicas_share_their_rate_limits_in_redis():
+    from urllib.parse import urlsplit
+
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    api = services["evidence-api"]
+    url = urlsplit(api["environment"]["ZERODOC_API_RATE_REDIS_URL"])
+    broker = urlsplit(services["airflow-worker"]["environment"]["AIRFLOW__CELERY__BROKER_URL"])
+    assert (url.scheme, url.hostname, url.port) == ("redis", "redis", 6379)
+    assert url.path != broker.path  # another database than Celery's queues
+    assert api["depends_on"]["redis"]["condition"] == "service_healthy"
