@@ -15,13 +15,14 @@ outage of every evidence answer, for a control that shares capacity fairly rathe
 data (authentication, purpose, consent and the audit log do not depend on Redis); failing open
 would leave no limit at all. The host's buckets keep what the API had before Redis: during the
 outage a consumer can get at most (replicas x) its limit. The answer, 200 or 429, is audited by the
-app as always. One warning is logged when Redis stops answering and one when it answers again
-(exception type only: no key holder, no subject, no URL that could hold a password). While it is
-down, one request per ``RETRY_AFTER`` seconds tries Redis again; the others do not wait for it.
+app as always. One warning is logged when Redis stops answering and one when it answers again,
+with the exception's type and message (they name the server, never a key holder or a password).
+While Redis is down, one request per ``RETRY_AFTER`` seconds tries it again; the others do not
+wait for it.
 
 Timeouts are short (``TIMEOUT``, overridable in the URL: ``?socket_timeout=0.5``) and one retry,
-without backoff, covers a pooled connection that died with a Redis restart. redis-py's default
-(ten retries, 5 s timeouts) would hold each request for up to a minute when Redis is gone.
+without backoff, covers a connection that breaks mid-command. redis-py's default (ten retries,
+5 s timeouts) would hold each request for up to a minute when Redis is gone.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ RETRY_AFTER = 1.0  # s between attempts while Redis is down
 # ARGV[2]: burst tolerance (us, burst * interval). Returns 0 if the request may go now, else the
 # microseconds until one may. Times are microseconds as Lua doubles (exact up to 2^53, ~285 years);
 # they are written back with %.17g, since Lua's default number-to-string keeps only 14 digits.
+# The expiry is at least 1 ms: an interval below a double's resolution there (~0.25 us, rates
+# beyond millions a second) leaves new_tat == now, and Redis refuses PX 0.
 GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -57,7 +60,7 @@ local wait = new_tat - tolerance - now
 if wait > 0 then
   return math.ceil(wait)
 end
-local ttl_ms = string.format('%d', math.ceil((new_tat - now) / 1000))
+local ttl_ms = string.format('%d', math.max(1, math.ceil((new_tat - now) / 1000)))
 redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', ttl_ms)
 return 0
 """
@@ -135,9 +138,11 @@ class RedisRateLimiter:
             if self._down:
                 return
             self._down = True
+        # redis-py's messages name the server and the script, never a command's arguments.
         log.warning(
-            "rate limit: Redis unreachable (%s); each API host enforces the limit on its own until it answers",
+            "rate limit: no answer from Redis (%s: %.200s); each API host enforces the limit alone until it answers",
             type(exc).__name__,
+            exc,
         )
 
     def _came_back(self) -> None:
