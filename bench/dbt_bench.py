@@ -136,9 +136,9 @@ def run_dbt_bench(big: Path, persons: int, day1: str, env_for: Callable[[Path], 
 
     def plain(ds: str, *extra: str, tag: str) -> float:
         cmd = [str(BIN / "dbt"), "build", *extra, "--project-dir", str(project), "--profiles-dir", str(project),
-               "--target-path", str(home / "dbt" / "plain-target"), "--log-path", str(home / "dbt" / "plain-logs"),
-               "--vars", json.dumps({"ds": ds})]
-        secs, _, rc = measure(cmd, env, logs / f"dbt-{tag}.log")
+               "--target-path", str(home / "dbt" / "plain-target"), "--log-path", str(home / "dbt" / "plain-logs")]
+        # The date as the pipeline passes it (zerodoc.transform.runner): ZERODOC_DS, not --vars.
+        secs, _, rc = measure(cmd, {**env, "ZERODOC_DS": ds}, logs / f"dbt-{tag}.log")
         if rc:
             raise RuntimeError(f"plain dbt build failed (rc={rc}); see {logs / f'dbt-{tag}.log'}")
         log(f"plain dbt build {' '.join(extra)} ds={ds}: {secs:.1f}s")

@@ -1,4 +1,5 @@
-"""A daily (incremental) build after a change equals a full rebuild of the same data, row for row, for every model."""
+"""A daily (incremental) build equals a full rebuild of the same data, row for row, for every model:
+after source changes, a birthday crossing and a rule change date."""
 
 from __future__ import annotations
 
@@ -11,12 +12,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from zerodoc.config import REPO_ROOT as REPO
 from zerodoc.config import Settings
-from zerodoc.transform.runner import run_dbt
+from zerodoc.transform.runner import DAILY_BUILD_ARGS, run_dbt
 
 from .conftest import DS, write_validated_zone
 
 DAY2 = (dt.date.fromisoformat(DS) + dt.timedelta(days=1)).isoformat()
+DAY3 = (dt.date.fromisoformat(DS) + dt.timedelta(days=2)).isoformat()
+# Run state of the affected-key models (what changed, what each run recomputed, when each model was
+# built): it differs between a daily run and a full rebuild by design, so it is not compared.
+RUN_STATE = {
+    "intermediate.int_person_changes", "intermediate.int_build_window", "intermediate.int_affected_subjects",
+    "intermediate.int_affected_households", "intermediate.affected_key_builds",
+}  # fmt: skip
 BUMPED = pa.scalar(dt.datetime(2025, 3, 1, 18, 0), pa.timestamp("us"))
 SCHEMAS = ("staging", "intermediate", "shared")
 
@@ -87,43 +96,154 @@ def _snapshot(cfg: Settings) -> dict[str, list[tuple]]:
         return {f"{s}.{t}": con.execute(f'select * from "{s}"."{t}" order by all').fetchall() for s, t in names}
 
 
+def _add_birthday_person(home) -> None:
+    """Day 1 gains resident 7, alone in household 400, who turns 19 on DAY2 (Youth Leap's minimum age) and has income.
+
+    Nothing about them changes on day 2: only the date does, so the daily run must find them as a
+    birthday crossing, not as a changed row.
+    """
+    src = home / "validated"
+    path = src / "mois" / "residents" / f"ds={DS}" / "part-0.parquet"
+    pq.write_table(_append(pq.read_table(path), {
+        "resident_id": 7, "rrn": "060302-3123456", "name": "박하준", "sex": "M", "birth_date": "20060302",
+        "household_id": 400, "sigungu_code": "26350", "address": "부산광역시 해운대구 해운대로 264",
+        "moved_in_date": "20200601", "updated_at": dt.datetime(2025, 2, 28, 12, 0),
+    }), path)  # fmt: skip
+    path = src / "mois" / "households" / f"ds={DS}" / "part-0.parquet"
+    pq.write_table(_append(pq.read_table(path), {
+        "household_id": 400, "head_resident_id": 7, "sigungu_code": "26350",
+        "address": "부산광역시 해운대구 해운대로 264", "registered_date": "20200601",
+        "updated_at": dt.datetime(2025, 2, 28, 12, 0),
+    }), path)  # fmt: skip
+    path = src / "nts" / "income" / f"ds={DS}" / "part-0.parquet"
+    pq.write_table(_append(pq.read_table(path), {
+        "income_id": 5, "rrn": "060302-3123456", "tax_year": 2024, "earned_income": 20_000_000,
+        "business_income": 0, "other_income": 0, "filed_date": "20250531",
+        "updated_at": dt.datetime(2025, 2, 28, 12, 0),
+    }), path)  # fmt: skip
+
+
+def _project_with_a_rule_change(repo) -> None:
+    """A copy of dbt_project whose Youth Leap rule is replaced on DAY3 (the old row ends on DAY2)."""
+    shutil.copytree(REPO / "dbt_project", repo / "dbt_project", ignore=shutil.ignore_patterns("target", "logs"))
+    seed = repo / "dbt_project" / "seeds" / "programme_thresholds.csv"
+    rows = seed.read_text(encoding="utf-8").splitlines()
+    header = rows[0].split(",")
+    assert header[:10] == ["programme", "rule_id", "percent_of_median", "min_age", "max_age",
+                           "max_earned_income_krw", "max_comprehensive_income_krw", "effective_from",
+                           "effective_to", "source"], header  # fmt: skip
+    current = [r for r in rows[1:] if r.startswith("youth_leap_account,") and r.split(",")[8] == ""]
+    assert len(current) == 1, current
+    ended = current[0].split(",")
+    ended[8] = DAY2
+    rows[rows.index(current[0])] = ",".join(ended)
+    rows.append(f"youth_leap_account,YLA-TEST,150,19,34,75000000,63000000,{DAY3},,test")
+    seed.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def _copy_partition(home, src_ds: str, dest_ds: str) -> None:
+    for part in (home / "validated").glob(f"*/*/ds={src_ds}"):
+        shutil.copytree(part, part.with_name(f"ds={dest_ds}"))
+
+
+def _clone(home_from: Settings, home_to: Settings) -> None:
+    shutil.copytree(home_from.home / "validated", home_to.home / "validated")
+    home_to.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(home_from.warehouse_path, home_to.warehouse_path)
+
+
+def _build(cfg: Settings, args: list[str], ds: str) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZERODOC_HOME", str(cfg.home))
+        run_dbt(args, ds=ds, cfg=cfg)
+
+
 @pytest.fixture(scope="module")
-def day2_both_ways(tmp_path_factory: pytest.TempPathFactory):
-    """Day 1 built once; then day 2 built incrementally in one copy and with --full-refresh in another."""
+def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, list[tuple]]]:
+    """Day 1 built once; day 2 built as the daily run in one copy and with --full-refresh in another;
+    then day 3, on which a rule changes (a project copy with the new seed row), both ways again."""
     daily = Settings(home=tmp_path_factory.mktemp("daily_home"))
     write_validated_zone(daily.home)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZERODOC_HOME", str(daily.home))
-        run_dbt(["build"], ds=DS, cfg=daily)
-    day1 = _snapshot(daily)
+    _add_birthday_person(daily.home)
+    _build(daily, ["build"], DS)
+    out = {"day1": _snapshot(daily)}
     write_day2(daily.home)
     full = Settings(home=tmp_path_factory.mktemp("full_home"))
-    shutil.copytree(daily.home / "validated", full.home / "validated")
-    full.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(daily.warehouse_path, full.warehouse_path)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZERODOC_HOME", str(daily.home))
-        run_dbt(["build", "--exclude-resource-type", "unit_test"], ds=DAY2, cfg=daily)
-        mp.setenv("ZERODOC_HOME", str(full.home))
-        run_dbt(["build", "--full-refresh"], ds=DAY2, cfg=full)
-    return day1, _snapshot(daily), _snapshot(full)
+    _clone(daily, full)
+    _build(daily, list(DAILY_BUILD_ARGS), DAY2)
+    _build(full, ["build", "--full-refresh"], DAY2)
+    out["day2_daily"], out["day2_full"] = _snapshot(daily), _snapshot(full)
+
+    repo = tmp_path_factory.mktemp("repo_with_rule_change")
+    _project_with_a_rule_change(repo)
+    _copy_partition(daily.home, DAY2, DAY3)
+    daily3 = Settings(home=daily.home, repo=repo)
+    full3 = Settings(home=tmp_path_factory.mktemp("full3_home"), repo=repo)
+    _clone(daily3, full3)
+    _build(daily3, list(DAILY_BUILD_ARGS), DAY3)
+    _build(full3, ["build", "--full-refresh"], DAY3)
+    out["day3_daily"], out["day3_full"] = _snapshot(daily3), _snapshot(full3)
+    return out
 
 
-def test_daily_build_after_a_change_equals_a_full_rebuild(day2_both_ways):
-    day1, daily, full = day2_both_ways
+def _assert_same_data(daily: dict[str, list[tuple]], full: dict[str, list[tuple]], as_of: str) -> None:
     shared = [n for n in full if n.startswith("shared.") and n != "shared.build_as_of"]
     assert len(shared) == 8, shared
-    assert daily["shared.build_as_of"] == full["shared.build_as_of"] == [(dt.date.fromisoformat(DAY2),)]
+    assert daily["shared.build_as_of"] == full["shared.build_as_of"] == [(dt.date.fromisoformat(as_of),)]
     assert sorted(daily) == sorted(full)
     for name in full:
-        assert daily[name] == full[name], f"{name}: the daily build differs from a full rebuild"
+        if name not in RUN_STATE:
+            assert daily[name] == full[name], f"{name}: the daily build differs from a full rebuild"
+
+
+def _window(snapshot: dict[str, list[tuple]]) -> tuple:
+    (row,) = snapshot["intermediate.int_build_window"]
+    return row  # as_of, rules_checksum, changes_since, previous_as_of_low, previous_as_of_high, is_full
+
+
+def _youth_leap_of_age(snapshot: dict[str, list[tuple]], age: int) -> list[tuple]:
+    return [r for r in snapshot["shared.youth_leap_eligibility_v1"] if r[3] == age]
+
+
+def test_daily_build_after_a_change_equals_a_full_rebuild(builds):
+    day1, daily, full = builds["day1"], builds["day2_daily"], builds["day2_full"]
+    _assert_same_data(daily, full, DAY2)
+    # The daily run took the affected-key path (not a full window) and still matched.
+    assert _window(daily)[3:] == (dt.date.fromisoformat(DS), dt.date.fromisoformat(DS), False)
     # The fixture really changed things: the comparison is not of two unchanged copies of day 1.
-    changed = {n for n in full if day1.get(n) != full[n]}
+    changed = {n for n in full if n not in RUN_STATE and day1.get(n) != full[n]}
     assert {
         "staging.stg_mois__residents", "staging.stg_nts__incomes", "intermediate.int_residents_deduplicated",
-        "intermediate.int_incomes_latest_filing", "intermediate.int_persons", "shared.income_v1",
-        "shared.residence_v1", "shared.employment_v1", "shared.victim_support_eligibility_v1",
+        "intermediate.int_incomes_latest_filing", "intermediate.int_persons", "intermediate.int_households_sized",
+        "intermediate.int_persons_latest_income", "shared.income_v1", "shared.residence_v1", "shared.household_v1",
+        "shared.youth_leap_eligibility_v1", "shared.benefit_notifications_v1", "shared.employment_v1",
+        "shared.victim_support_eligibility_v1",
     } <= changed  # fmt: skip
     # Resident 3 (their only row) vanished, 6 is new, 5 was a duplicate row never kept.
-    assert sorted(r[0] for r in day1["intermediate.int_residents_deduplicated"]) == [1, 2, 3, 4]
-    assert sorted(r[0] for r in daily["intermediate.int_residents_deduplicated"]) == [1, 2, 4, 6]
+    assert sorted(r[0] for r in day1["intermediate.int_residents_deduplicated"]) == [1, 2, 3, 4, 7]
+    assert sorted(r[0] for r in daily["intermediate.int_residents_deduplicated"]) == [1, 2, 4, 6, 7]
+
+
+def test_a_birthday_crossing_alone_is_recomputed(builds):
+    """Resident 7 changed in no source: turning 19 on DAY2 makes them eligible, and notified, that day."""
+    day1, daily = builds["day1"], builds["day2_daily"]
+    (before,) = _youth_leap_of_age(day1, 18)
+    (after,) = _youth_leap_of_age(daily, 19)
+    assert before[0] == after[0]
+    assert before[-2:] == (False, "age_out_of_range") and after[-2:] == (True, None)
+    changes = daily["intermediate.int_person_changes"]
+    assert after[0] not in {r[1] for r in changes} and 400 not in {r[2] for r in changes}
+    assert (400,) not in daily["intermediate.int_affected_households"]
+    assert (after[0],) in daily["intermediate.int_affected_subjects"]
+    assert [r[-1] for r in daily["shared.benefit_notifications_v1"] if r[1] == after[0]] == [
+        dt.date.fromisoformat(DAY2)
+    ]
+
+
+def test_a_rule_change_date_recomputes_everyone_and_equals_a_full_rebuild(builds):
+    day2, daily, full = builds["day2_daily"], builds["day3_daily"], builds["day3_full"]
+    _assert_same_data(daily, full, DAY3)
+    # No source row changed between DAY2 and DAY3: only the rule in force did.
+    assert _window(daily)[1] != _window(day2)[1] and _window(daily)[-1] is True
+    assert {r[1] for r in daily["shared.youth_leap_eligibility_v1"]} == {"YLA-TEST"}
+    assert {r[1] for r in day2["shared.youth_leap_eligibility_v1"]} == {"YLA-2023-06"}

@@ -1,7 +1,7 @@
 -- One row per subject and tax year. NTS can hold an original and an amended return for the same
 -- year; the latest filing supersedes (then latest update, then highest income_id, so reruns agree).
 -- Incremental by person: a daily run recomputes every tax year of the persons whose NTS rows changed
--- (macros/changed_subjects.sql); income_id and updated_at of the kept filing are kept for that diff.
+-- (logged this run in int_person_changes); income_id and updated_at of the kept filing are kept for that diff.
 
 {{
     config(
@@ -12,6 +12,8 @@
         post_hook=["{{ delete_vanished_subjects(ref('stg_nts__incomes')) }}"]
     )
 }}
+
+-- depends_on: {{ ref('int_person_changes') }}
 
 with
 
@@ -24,7 +26,9 @@ incomes as (
 {% if is_incremental() %}
 changed_subjects as (
 
-    {{ changed_subjects(ref('stg_nts__incomes'), 'income_id') }}
+    select distinct subject_pseudonym
+    from {{ ref('int_person_changes') }}
+    where source = 'nts_incomes' and changed_at = {{ run_started_at_ts() }}
 
 ),
 {% endif %}

@@ -2,7 +2,7 @@
 -- registry rows, e.g. a move recorded as a new row. Keep the most recently updated row, then the
 -- latest move-in, then the highest resident_id, so reruns pick the same row every time.
 -- Incremental by person: a daily run re-deduplicates only the persons whose registry rows changed
--- (macros/changed_subjects.sql); a full build does everyone. docs/dbt.md explains the strategy.
+-- (logged this run in int_person_changes); a full build does everyone. docs/dbt.md explains the strategy.
 
 {{
     config(
@@ -13,6 +13,8 @@
         post_hook=["{{ delete_vanished_subjects(ref('stg_mois__residents')) }}"]
     )
 }}
+
+-- depends_on: {{ ref('int_person_changes') }}
 
 with
 
@@ -25,7 +27,9 @@ residents as (
 {% if is_incremental() %}
 changed_subjects as (
 
-    {{ changed_subjects(ref('stg_mois__residents'), 'resident_id') }}
+    select distinct subject_pseudonym
+    from {{ ref('int_person_changes') }}
+    where source = 'mois_residents' and changed_at = {{ run_started_at_ts() }}
 
 ),
 {% endif %}

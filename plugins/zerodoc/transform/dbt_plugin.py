@@ -1,13 +1,32 @@
-"""dbt-duckdb plugin that creates the `zd_pseudonym` TEMP macro on every connection and cursor dbt uses."""
+"""dbt-duckdb plugin: the `zd_pseudonym` TEMP macro and the run's date (`zerodoc_ds`) on every connection and cursor."""
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 from dbt.adapters.duckdb.plugins import BasePlugin
 
 from zerodoc.config import pseudonym_key_from_env
 from zerodoc.privacy import duckdb_macro_sql
+
+DS_ENV = "ZERODOC_DS"
+_DS = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def ds_variable_sql() -> str | None:
+    """`SET VARIABLE zerodoc_ds` from ZERODOC_DS (the run's logical date), or None when it is not set.
+
+    The date reaches SQL at run time (macros/as_of_date.sql, the sources' external_location), not
+    through `--vars`: dbt re-parses the whole project whenever vars change, i.e. every day.
+    """
+    ds = os.environ.get(DS_ENV)
+    if not ds:
+        return None
+    if not _DS.match(ds):
+        raise ValueError(f"{DS_ENV} must be YYYY-MM-DD, got {ds!r}")
+    return f"set variable zerodoc_ds = '{ds}'"
 
 
 class Plugin(BasePlugin):
@@ -19,7 +38,14 @@ class Plugin(BasePlugin):
 
     def configure_connection(self, conn) -> None:
         # Executed on the raw DuckDB handle, not through dbt's add_query, so the pads are never logged.
-        conn.execute(self._macro_sql)
+        _configure(conn, self._macro_sql)
 
     def configure_cursor(self, cursor) -> None:
-        cursor.execute(self._macro_sql)
+        _configure(cursor, self._macro_sql)
+
+
+def _configure(handle, macro_sql: str) -> None:
+    handle.execute(macro_sql)
+    ds_sql = ds_variable_sql()
+    if ds_sql:
+        handle.execute(ds_sql)

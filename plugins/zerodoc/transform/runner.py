@@ -120,9 +120,11 @@ def run_dbt(args: list[str], ds: str, cfg: Settings | None = None) -> RunSummary
         "--profiles-dir", str(project),
         "--target-path", str(target_dir(cfg)),
         "--log-path", str(log_dir(cfg)),
-        "--vars", json.dumps({"ds": ds}),
     ]  # fmt: skip
-    with _DBT_LOCK, _env(ZERODOC_WAREHOUSE=str(cfg.warehouse_path), ZERODOC_HOME=str(cfg.home)):
+    # The date travels as ZERODOC_DS (a DuckDB session variable, zerodoc.transform.dbt_plugin), not
+    # --vars: changed vars make dbt re-parse the whole project, i.e. on every new logical date.
+    env = {"ZERODOC_WAREHOUSE": str(cfg.warehouse_path), "ZERODOC_HOME": str(cfg.home), "ZERODOC_DS": ds}
+    with _DBT_LOCK, _env(**env):
         started = time.monotonic()
         try:
             res = dbtRunner().invoke(full_args)

@@ -4,6 +4,8 @@
 -- `eligible_on = as_of of the run` and a rerun of the same date inserts nothing (idempotent).
 -- A person who stops being eligible keeps the old row: one notification per person and programme.
 -- full_refresh=false: the table is the record of who was already told; --full-refresh must not wipe it.
+-- A daily run looks only at the persons whose youth_leap row was recomputed (int_affected_subjects):
+-- everyone else's eligibility is unchanged, so they were notified already or are still not eligible.
 
 {{
     config(
@@ -11,15 +13,24 @@
         incremental_strategy='delete+insert',
         unique_key='notification_id',
         on_schema_change='fail',
-        full_refresh=false
+        full_refresh=false,
+        post_hook=["{{ record_affected_key_build() }}"]
     )
 }}
+
+-- depends_on: {{ ref('int_build_window') }}
 
 with
 
 youth_leap as (
 
     select * from {{ ref('youth_leap_eligibility_v1') }}
+
+),
+
+affected_subjects as (
+
+    select * from {{ ref('int_affected_subjects') }}
 
 ),
 
@@ -39,6 +50,11 @@ eligible_now as (
         {{ as_of_date() }} as eligible_on
 
     from youth_leap
+    {#- full_refresh=false keeps this incremental on --full-refresh, where the others recompute all. #}
+    {% if is_incremental() and not flags.FULL_REFRESH %}
+    semi join affected_subjects
+        on youth_leap.subject_pseudonym = affected_subjects.subject_pseudonym
+    {% endif %}
     where is_eligible
 
 ),

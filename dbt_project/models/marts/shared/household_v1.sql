@@ -2,8 +2,20 @@
 -- Income is annual (NTS), the median is monthly (MOHW), so the ratio compares income / 12.
 
 -- as_of is not a column: it is the run's (shared.build_as_of), stamped on the published version.
--- A table rebuilt in full: writing only changed rows (a `changed_rows` strategy, computed in full
--- then diffed) measured no faster at 1M persons; docs/dbt.md "Incremental strategy".
+-- Incremental by household (macros/affected_keys.sql): a daily run recomputes the households in
+-- int_affected_households (registry or member income changed); all when the rules in force change.
+
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail',
+        pre_hook=["{{ delete_affected_keys('household_id', 'int_affected_households') }}"],
+        post_hook=["{{ record_affected_key_build() }}"]
+    )
+}}
+
+-- depends_on: {{ ref('int_build_window') }}
 
 with
 
@@ -22,6 +34,12 @@ persons as (
 latest_incomes as (
 
     select * from {{ ref('int_persons_latest_income') }}
+
+),
+
+affected_households as (
+
+    select * from {{ ref('int_affected_households') }}
 
 ),
 
@@ -44,6 +62,10 @@ member_incomes as (
     from persons
     left join latest_incomes
         on persons.subject_pseudonym = latest_incomes.subject_pseudonym
+    {% if is_incremental() %}
+    semi join affected_households
+        on persons.household_id = affected_households.household_id
+    {% endif %}
     group by persons.household_id
 
 ),
@@ -64,6 +86,10 @@ compared as (
         ) }} as bigint) as median_income_krw
 
     from households
+    {% if is_incremental() %}
+    semi join affected_households
+        on households.household_id = affected_households.household_id
+    {% endif %}
     left join member_incomes
         on households.household_id = member_incomes.household_id
     left join medians_in_force as exact

@@ -1,6 +1,18 @@
 -- as_of is not a column: it is the run's (shared.build_as_of), stamped on the published version.
--- A table rebuilt in full: measured at 1M persons, writing only changed rows (`changed_rows`) cost
--- more than the rebuild (comparing narrow rows of long strings outweighs writing them).
+-- Incremental by person (macros/affected_keys.sql): a daily run recomputes the persons in
+-- int_affected_subjects (registry row changed, or their household's size or head changed).
+
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail',
+        pre_hook=["{{ delete_affected_keys('subject_pseudonym', 'int_affected_subjects') }}"],
+        post_hook=["{{ record_affected_key_build() }}"]
+    )
+}}
+
+-- depends_on: {{ ref('int_build_window') }}
 
 with
 
@@ -22,6 +34,12 @@ regions as (
 
 ),
 
+affected_subjects as (
+
+    select * from {{ ref('int_affected_subjects') }}
+
+),
+
 residence as (
 
     select
@@ -36,6 +54,10 @@ residence as (
         residents.moved_in_on
 
     from residents
+    {% if is_incremental() %}
+    semi join affected_subjects
+        on residents.subject_pseudonym = affected_subjects.subject_pseudonym
+    {% endif %}
     left join households
         on residents.household_id = households.household_id
     left join regions

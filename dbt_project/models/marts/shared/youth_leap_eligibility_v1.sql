@@ -4,8 +4,21 @@
 -- so an income exactly on the threshold is eligible, with no floating-point rounding.
 
 -- as_of is not a column: it is the run's (shared.build_as_of), stamped on the published version.
--- A table rebuilt in full: writing only changed rows (a `changed_rows` strategy, computed in full
--- then diffed) measured no faster at 1M persons; docs/dbt.md "Incremental strategy".
+-- Incremental by person (macros/affected_keys.sql): a daily run recomputes the persons in
+-- int_affected_subjects (registry or income changed, their household changed, or a birthday moved
+-- their age); everyone when the rules in force change or the year turns.
+
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail',
+        pre_hook=["{{ delete_affected_keys('subject_pseudonym', 'int_affected_subjects') }}"],
+        post_hook=["{{ record_affected_key_build() }}"]
+    )
+}}
+
+-- depends_on: {{ ref('int_build_window') }}
 
 with
 
@@ -24,6 +37,12 @@ latest_incomes as (
 households as (
 
     select * from {{ ref('household_v1') }}
+
+),
+
+affected_subjects as (
+
+    select * from {{ ref('int_affected_subjects') }}
 
 ),
 
@@ -58,6 +77,10 @@ inputs as (
         rules.max_comprehensive_income_krw
 
     from persons
+    {% if is_incremental() %}
+    semi join affected_subjects
+        on persons.subject_pseudonym = affected_subjects.subject_pseudonym
+    {% endif %}
     cross join rules_in_force as rules
     left join latest_incomes
         on persons.subject_pseudonym = latest_incomes.subject_pseudonym

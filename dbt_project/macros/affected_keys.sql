@@ -1,0 +1,59 @@
+{#- Affected-key incremental models (docs/dbt.md "Incremental strategy"). A daily run recomputes only
+    the keys whose inputs changed since the model was last built: the persons and households in
+    int_person_changes, plus persons whose age changes between the last build's as_of and this one,
+    or everything when the rules in force (seeds) differ or the year turns (int_build_window). Such a
+    model is append-only: its pre-hook deletes the affected keys, its query inserts their new rows,
+    its post-hook records the build, so a key that disappeared is simply not re-inserted. -#}
+
+{#- Every model that consumes int_person_changes: the window waits for the one built longest ago. -#}
+{% macro affected_key_models() -%}
+    {{ return({
+        'int_households_sized': ('household_id', 'int_affected_households'),
+        'int_persons_latest_income': ('subject_pseudonym', 'int_affected_subjects'),
+        'household_v1': ('household_id', 'int_affected_households'),
+        'residence_v1': ('subject_pseudonym', 'int_affected_subjects'),
+        'youth_leap_eligibility_v1': ('subject_pseudonym', 'int_affected_subjects'),
+        'benefit_notifications_v1': ('subject_pseudonym', 'int_affected_subjects'),
+    }) }}
+{%- endmacro %}
+
+{#- Where each run records which date and rules an affected-key model was last built with. Not a dbt
+    model: it is written by the models' post-hooks and must outlive any one of them. -#}
+{% macro build_log_relation() -%}
+    {{ return(api.Relation.create(database=target.database, schema='intermediate', identifier='affected_key_builds')) }}
+{%- endmacro %}
+
+{% macro delete_affected_keys(key, affected_model) %}
+    {% if is_incremental() %}
+    delete from {{ this }}
+    where (select is_full from {{ ref('int_build_window') }})
+        or {{ key }} in (select {{ key }} from {{ ref(affected_model) }})
+    {% endif %}
+{% endmacro %}
+
+{% macro record_affected_key_build() %}
+    create table if not exists {{ build_log_relation() }} (
+        model_name varchar, as_of date, built_at timestamp, rules_checksum varchar
+    );
+    delete from {{ build_log_relation() }} where model_name = '{{ this.name }}';
+    insert into {{ build_log_relation() }}
+    select '{{ this.name }}', as_of, {{ run_started_at_ts() }}, rules_checksum
+    from {{ ref('int_build_window') }}
+{% endmacro %}
+
+{#- The moment of this invocation: rows of int_person_changes written now carry it. -#}
+{% macro run_started_at_ts() -%}
+    cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}' as timestamp)
+{%- endmacro %}
+
+{#- Post-hook of int_person_changes: drop changes every affected-key model has been built after. -#}
+{% macro trim_person_changes() %}
+    {% if is_incremental() and adapter.get_relation(this.database, build_log_relation().schema, build_log_relation().identifier) %}
+    delete from {{ this }}
+    where changed_at < (
+        select case when count(*) = {{ affected_key_models() | length }} then min(built_at) end
+        from {{ build_log_relation() }}
+    )
+    {% endif %}
+{% endmacro %}
+

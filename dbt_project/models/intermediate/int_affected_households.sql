@@ -1,0 +1,67 @@
+-- Households whose rows the affected-key models recompute this run (macros/affected_keys.sql):
+-- households whose registry row changed or vanished, the old and new household of every person
+-- whose registry row changed, and the household of every person whose income changed. Every
+-- household on a full window (int_build_window.is_full). Empty on --full-refresh (not read then).
+
+with
+
+build_window as (
+
+    select * from {{ ref('int_build_window') }}
+
+),
+
+changes as (
+
+    select * from {{ ref('int_person_changes') }}
+
+),
+
+residents as (
+
+    select * from {{ ref('int_residents_deduplicated') }}
+
+),
+
+households as (
+
+    select * from {{ ref('stg_mois__households') }}
+
+),
+
+pending as (
+
+    select changes.*
+    from changes
+    cross join build_window
+    where build_window.changes_since is null or changes.changed_at > build_window.changes_since
+
+),
+
+affected as (
+
+    select household_id from pending where household_id is not null
+    union
+    select residents.household_id
+    from residents
+    semi join pending
+        on residents.subject_pseudonym = pending.subject_pseudonym
+    union
+    select households.household_id
+    from households
+    where (select is_full from build_window)
+
+),
+
+final as (
+
+    select household_id
+    from affected
+    where household_id is not null
+    {% if flags.FULL_REFRESH %}
+        and false
+    {% endif %}
+
+)
+
+select * from final

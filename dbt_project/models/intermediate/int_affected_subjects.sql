@@ -1,0 +1,92 @@
+-- Persons whose rows the affected-key models recompute this run (macros/affected_keys.sql): persons
+-- whose registry or income rows changed or vanished, every member of an affected household (its
+-- size, head or income changed), and persons whose age in full years differs between the date the
+-- models were last built as of and this one (a birthday crossed, in either direction). Everyone on
+-- a full window (int_build_window.is_full). Empty on --full-refresh (not read then).
+
+with
+
+build_window as (
+
+    select * from {{ ref('int_build_window') }}
+
+),
+
+changes as (
+
+    select * from {{ ref('int_person_changes') }}
+
+),
+
+residents as (
+
+    select * from {{ ref('int_residents_deduplicated') }}
+
+),
+
+incomes as (
+
+    select * from {{ ref('int_incomes_latest_filing') }}
+
+),
+
+affected_households as (
+
+    select * from {{ ref('int_affected_households') }}
+
+),
+
+pending as (
+
+    select changes.*
+    from changes
+    cross join build_window
+    where build_window.changes_since is null or changes.changed_at > build_window.changes_since
+
+),
+
+birthdays_crossed as (
+
+    select residents.subject_pseudonym
+    from residents
+    cross join build_window
+    where not build_window.is_full
+        and build_window.previous_as_of_low is not null
+        and (
+            {{ age_on('residents.born_on', 'build_window.as_of') }}
+                <> {{ age_on('residents.born_on', 'build_window.previous_as_of_low') }}
+            or {{ age_on('residents.born_on', 'build_window.as_of') }}
+                <> {{ age_on('residents.born_on', 'build_window.previous_as_of_high') }}
+        )
+
+),
+
+affected as (
+
+    select subject_pseudonym from pending
+    union
+    select residents.subject_pseudonym
+    from residents
+    semi join affected_households
+        on residents.household_id = affected_households.household_id
+    union
+    select subject_pseudonym from birthdays_crossed
+    union
+    select subject_pseudonym from residents where (select is_full from build_window)
+    union
+    select subject_pseudonym from incomes where (select is_full from build_window)
+
+),
+
+final as (
+
+    select subject_pseudonym
+    from affected
+    where subject_pseudonym is not null
+    {% if flags.FULL_REFRESH %}
+        and false
+    {% endif %}
+
+)
+
+select * from final
