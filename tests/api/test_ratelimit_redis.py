@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -19,7 +23,7 @@ from zerodoc.api.app import create_app
 from zerodoc.api.ratelimit import REDIS_URL_ENV, SharedRateLimiter
 from zerodoc.api.ratelimit_redis import RedisRateLimiter
 
-from .support import audit_records, bearer, body, free_port
+from .support import audit_records, bearer, body, free_port, start_api_workers
 
 # The shared test Redis (db 0 is the Celery broker's): every test uses holders of its own.
 DB = 15
@@ -262,3 +266,61 @@ def test_the_app_with_redis_down_answers_within_the_hosts_limit_and_audits_it(
     evidence = [(x["status"], x["reason"]) for x in audit_records(audit_path) if x["path"] == "/v1/evidence"]
     assert evidence == [(200, "granted")] * 3 + [(429, "rate_limited")] * 2
     assert len(_warnings(caplog)) == 1
+
+
+def test_two_api_replicas_on_their_own_state_grant_one_burst_between_them(
+    r, published, keys, consents, audit_path, tmp_path
+):
+    """Two servers as on two hosts (each its own state directory, host buckets and audit log)."""
+    burst = 12
+    homes = [published.home, tmp_path / "replica2-home"]
+    shutil.copytree(published.home, homes[1])  # same datasets and consumers, separate state
+    bucket = RedisRateLimiter.bucket_key("welfare-portal")
+    r.delete(bucket)
+    servers = []
+    try:
+        for i, home in enumerate(homes):
+            env = {
+                **os.environ,
+                "ZERODOC_HOME": str(home),
+                "ZERODOC_API_RATE_PER_SEC": "0.001",
+                "ZERODOC_API_RATE_BURST": str(burst),
+                REDIS_URL_ENV: URL,
+            }
+            env.pop("ZERODOC_AUDIT_DSN", None)
+            servers.append(start_api_workers(env, tmp_path / f"server{i}.log", workers=1))
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def send(port: int) -> None:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            for _ in range(5):
+                c.request("POST", "/v1/evidence", json.dumps(body()),
+                          {**bearer(keys["welfare-portal"]), "Content-Type": "application/json"})  # fmt: skip
+                response = c.getresponse()
+                response.read()
+                with lock:
+                    statuses.append(response.status)
+            c.close()
+
+        threads = [threading.Thread(target=send, args=(servers[i % 2][1],)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for proc, _port in servers:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        r.delete(bucket)
+    # Each replica enforcing its own limit would grant up to 2 x burst.
+    assert (statuses.count(200), statuses.count(429)) == (burst, 40 - burst)
+    audited = []
+    for home in homes:
+        log_path = audit_path if home == published.home else home / audit_path.relative_to(published.home)
+        audited += [(x["status"], x["reason"]) for x in audit_records(log_path) if x["path"] == "/v1/evidence"]
+    assert sorted(audited) == [(200, "granted")] * burst + [(429, "rate_limited")] * (40 - burst)
