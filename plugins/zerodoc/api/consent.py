@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from zerodoc.config import Settings
 
@@ -76,9 +77,14 @@ def parse_utc(text: str) -> datetime:
 
 
 class ConsentRegistry:
-    def __init__(self, cfg: Settings):
+    def __init__(self, cfg: Settings, watch: Any = None):
         self.path = consent_path(cfg)
+        # A ChangeWatch covering the database's directory (zerodoc.api.watch): a commit by anyone
+        # writes the -wal (or the database) file there, so no pragma is needed while nothing moved.
+        self.watch = None
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if watch is not None and watch.covers(self.path.parent):  # else: the pragma on every check
+            self.watch = watch
         self._local = threading.local()
         con = self._con()
         con.executescript(SCHEMA)
@@ -93,10 +99,17 @@ class ConsentRegistry:
             self._local.con = con
             self._local.cache = {}
             self._local.version = None
+            self._local.seen = None
         return con
 
     def _cache(self, con: sqlite3.Connection) -> dict[str, Consent]:
         """This connection's consent cache, emptied when another connection committed since."""
+        local = self._local
+        if self.watch is not None:
+            generation = self.watch.generation()
+            if generation == local.seen and len(local.cache) <= CACHE_MAX:
+                return local.cache
+            local.seen = generation  # read before the pragma: a commit after it moves the generation again
         version = con.execute("PRAGMA data_version").fetchone()[0]
         cache = self._local.cache
         if version != self._local.version or len(cache) > CACHE_MAX:
@@ -189,14 +202,11 @@ class ConsentRegistry:
 
     @staticmethod
     def _select(con: sqlite3.Connection, consent_id: str) -> Consent | None:
-        row = (
-            con.execute(
-                "SELECT consent_id, subject_pseudonym, consumer, purpose, datasets, valid_from, valid_to, "
-                "revoked_at, recorded_by, created_at FROM consents WHERE consent_id = ?",
-                (consent_id,),
-            )
-            .fetchone()
-        )
+        row = con.execute(
+            "SELECT consent_id, subject_pseudonym, consumer, purpose, datasets, valid_from, valid_to, "
+            "revoked_at, recorded_by, created_at FROM consents WHERE consent_id = ?",
+            (consent_id,),
+        ).fetchone()
         if row is None:
             return None
         return Consent(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), *row[5:])

@@ -155,13 +155,26 @@ class ConsumerRegistry:
     the server runs (write_json_atomic replaces the file, so the inode changes).
     """
 
-    def __init__(self, cfg: Settings | None = None):
+    def __init__(self, cfg: Settings | None = None, watch: Any = None):
         self.path = consumers_path(cfg)
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._entries: list[tuple[str, str, Consumer]] = []
+        # A ChangeWatch over the file's directory (zerodoc.api.watch): no stat while nothing changed there.
+        self._watch = watch if watch is not None and watch.covers(self.path.parent) else None
+        self._seen: int | None = None
 
     def _refresh(self) -> list[tuple[str, str, Consumer]]:
+        if self._watch is not None:
+            generation = self._watch.generation()
+            if generation == self._seen:
+                return self._entries
+            entries = self._restat()
+            self._seen = generation  # read before the stat: a change after it moves the generation again
+            return entries
+        return self._restat()
+
+    def _restat(self) -> list[tuple[str, str, Consumer]]:
         try:
             st = os.stat(self.path)
             stamp = (st.st_ino, st.st_mtime_ns, st.st_size)

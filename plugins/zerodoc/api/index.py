@@ -98,6 +98,14 @@ class Snapshot:
             [(n, _getter(_one_chunk(self.table.column(n)))) for n in self.table.column_names] if len(self.keys) else []
         )
         object.__setattr__(self, "_columns", tuple(columns))
+        # The same per column, giving each value as its canonical JSON (signing.canonical_bytes) text.
+        json_columns = (
+            {n: _json_getter(_one_chunk(self.table.column(n))) for n in self.table.column_names}
+            if len(self.keys)
+            else {}
+        )
+        object.__setattr__(self, "_json_columns", json_columns)
+        object.__setattr__(self, "_json_plans", {})
 
     def is_quarantined(self, pseudonym: str) -> bool:
         return len(self.quarantined) > 0 and _contains(self.quarantined, pseudonym)
@@ -107,6 +115,22 @@ class Snapshot:
         if i is None:
             return None
         return {name: get(i) for name, get in self._columns}
+
+    def lookup_json(self, pseudonym: str, names: tuple[str, ...]) -> bytes | None:
+        """canonical_bytes({name: lookup(pseudonym)[name] for name in names}), or None: no such subject.
+
+        Built from each value's JSON text (dictionary values encoded once per version), in sorted
+        key order, so it is byte for byte what canonical_bytes of lookup()'s dict would give.
+        """
+        i = _position(self.keys, pseudonym)
+        if i is None:
+            return None
+        plan = self._json_plans.get(names)
+        if plan is None:
+            plan = self._json_plans[names] = tuple(
+                (json.dumps(n, ensure_ascii=False).encode("utf-8") + b":", self._json_columns[n]) for n in sorted(names)
+            )
+        return b"{" + b",".join([key + get(i) for key, get in plan]) + b"}"
 
     def footprint_bytes(self) -> int:
         return int(self.keys.nbytes) + int(self.table.nbytes)
@@ -158,6 +182,26 @@ def _getter(col: pa.Array):
             return lambda i: bool(bit(i))
         return lambda i: bool(bit(i)) if valid(i) else None
     return lambda i: _jsonable(col[i].as_py())
+
+
+def _canonical(value: Any) -> bytes:
+    """signing.canonical_bytes of one value (not imported: signing must not depend on the index)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _json_getter(col: pa.Array):
+    """i -> canonical JSON text of _getter(col)(i): dictionary values encoded once, ints by repr."""
+    if pa.types.is_dictionary(col.type) and len(col.dictionary) <= MAX_LISTED_VALUES and col.indices.type in _FORMATS:
+        codes = _values_view(col.indices)
+        values = [_canonical(_jsonable(v)) for v in col.dictionary.to_pylist()]
+        if not col.null_count:
+            return lambda i: values[codes[i]]
+        valid = _bit_getter(col.buffers()[0], col.offset)
+        return lambda i: values[codes[i]] if valid(i) else b"null"
+    get = _getter(col)
+    if pa.types.is_integer(col.type):  # json writes an int as int.__repr__
+        return lambda i: b"null" if (v := get(i)) is None else str(v).encode("ascii")
+    return lambda i: _canonical(get(i))
 
 
 def _on_event_loop() -> bool:
@@ -472,6 +516,9 @@ class DatasetIndex:
         self._snapshot: Snapshot | None = None
         self._loading: tuple[int, int, int] | None = None
         self._failed: tuple[tuple[int, int, int], str] | None = None
+        # A ChangeWatch covering the pointer's directory (set by the API): no stat while nothing changed there.
+        self.watch: Any = None
+        self._seen: int | None = None
 
     @property
     def serving_version(self) -> str | None:
@@ -485,6 +532,17 @@ class DatasetIndex:
         return load_snapshot(version, self.columns, spill_dir=self.cfg.state_dir / "tmp", cfg=self.cfg)
 
     def snapshot(self) -> Snapshot:
+        if self.watch is None:
+            return self._snapshot_checked()
+        generation = self.watch.generation()
+        snap = self._snapshot
+        if snap is not None and generation == self._seen:
+            return snap  # the swap of a background load shows here too: it replaces _snapshot
+        snap = self._snapshot_checked()
+        self._seen = generation  # read before the check: a change after it moves the generation again
+        return snap
+
+    def _snapshot_checked(self) -> Snapshot:
         try:
             st = os.stat(self.pointer)
         except FileNotFoundError as exc:

@@ -89,6 +89,10 @@ class HouseholdView:
         hid = self.household_id(pseudonym)
         return None if hid is None else self.households.lookup(household_key(hid))
 
+    def lookup_json(self, pseudonym: str, names: tuple[str, ...]) -> bytes | None:
+        hid = self.household_id(pseudonym)
+        return None if hid is None else self.households.lookup_json(household_key(hid), names)
+
 
 class HouseholdIndex(DatasetIndex):
     """household_v1 keyed by household_id; ``snapshot()`` gives a ``HouseholdView`` over residence_v1."""

@@ -52,7 +52,10 @@ def _libsodium() -> Any:
         _SODIUM = False
         if os.environ.get("ZERODOC_ED25519", "").lower() != "cryptography":
             try:
-                lib = ctypes.CDLL(ctypes.util.find_library("sodium") or "libsodium.so.23")
+                # PyDLL: the call keeps the GIL. A 20 us signature gains nothing from letting go of it
+                # (both cores already run a worker each), and each release hands the GIL to the audit
+                # writer thread and back: two context switches per answer.
+                lib = ctypes.PyDLL(ctypes.util.find_library("sodium") or "libsodium.so.23")
                 if lib.sodium_init() >= 0:
                     lib.crypto_sign_seed_keypair.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p]
                     lib.crypto_sign_detached.argtypes = [
