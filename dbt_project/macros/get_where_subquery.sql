@@ -21,6 +21,7 @@
     {%- endif -%}
 {%- endmacro %}
 
+{#- The keys a daily run wrote, as a filter on `relation`; 'true' (no filter) when it rewrote everything. -#}
 {% macro written_this_run_filter(relation) -%}
     {%- set models = affected_key_models() -%}
     {%- set name = relation.identifier if relation.identifier is defined else none -%}
@@ -28,14 +29,22 @@
     {%- if flags.FULL_REFRESH or not window -%}
         {{- return('true') -}}
     {%- elif name in models -%}
+        {#- On a full window every key was rewritten: no filter (cheaper than a semi join on all keys). -#}
+        {%- set is_full = run_query('select is_full from intermediate.int_build_window').columns[0].values()[0] -%}
+        {%- if is_full -%}
+            {{- return('true') -}}
+        {%- endif -%}
         {%- set key, affected = models[name] -%}
-        {{- return('(' ~ key ~ ' in (select ' ~ key ~ ' from intermediate.' ~ affected ~ ')'
-                   ~ ' or (select is_full from intermediate.int_build_window))') -}}
-    {%- elif name in ('int_residents_deduplicated', 'int_incomes_latest_filing') -%}
-        {#- Written before int_affected_subjects exists this run: the persons logged as changed now. -#}
-        {%- set now = ' where changed_at = ' ~ run_started_at_ts() -%}
-        {{- return('(subject_pseudonym in (select subject_pseudonym from intermediate.int_person_changes' ~ now ~ ')'
-                   ~ ' or exists (select 1 from intermediate.int_person_changes' ~ now ~ " and source = 'all'))") -}}
+        {{- return(key ~ ' in (select ' ~ key ~ ' from intermediate.' ~ affected ~ ')') -}}
+    {%- elif name in ('int_residents_deduplicated', 'int_persons', 'int_incomes_latest_filing', 'income_v1') -%}
+        {#- Person-keyed intermediates (and the views projecting them) run before int_affected_subjects
+            exists this run: the persons logged as changed now; everyone on a build that logged 'all'. -#}
+        {%- set now = 'changed_at = ' ~ run_started_at_ts() -%}
+        {%- set rebuilt = run_query("select count(*) from intermediate.int_person_changes where source = 'all' and " ~ now) -%}
+        {%- if rebuilt.columns[0].values()[0] > 0 -%}
+            {{- return('true') -}}
+        {%- endif -%}
+        {{- return('subject_pseudonym in (select subject_pseudonym from intermediate.int_person_changes where ' ~ now ~ ')') -}}
     {%- else -%}
         {{- return('true') -}}
     {%- endif -%}

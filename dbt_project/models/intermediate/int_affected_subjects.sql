@@ -52,12 +52,16 @@ birthdays_crossed as (
     cross join build_window
     where not build_window.is_full
         and build_window.previous_as_of_low is not null
-        and (
-            {{ age_on('residents.born_on', 'build_window.as_of') }}
-                <> {{ age_on('residents.born_on', 'build_window.previous_as_of_low') }}
-            or {{ age_on('residents.born_on', 'build_window.as_of') }}
-                <> {{ age_on('residents.born_on', 'build_window.previous_as_of_high') }}
-        )
+        -- CASE evaluates the second date only when the models were last built on different dates.
+        and case
+            when build_window.previous_as_of_low = build_window.previous_as_of_high
+                then {{ age_on('residents.born_on', 'build_window.as_of') }}
+                    <> {{ age_on('residents.born_on', 'build_window.previous_as_of_low') }}
+            else {{ age_on('residents.born_on', 'build_window.as_of') }}
+                    <> {{ age_on('residents.born_on', 'build_window.previous_as_of_low') }}
+                or {{ age_on('residents.born_on', 'build_window.as_of') }}
+                    <> {{ age_on('residents.born_on', 'build_window.previous_as_of_high') }}
+        end
 
 ),
 

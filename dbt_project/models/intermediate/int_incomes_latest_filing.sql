@@ -6,10 +6,9 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='subject_pseudonym',
+        incremental_strategy='append',
         on_schema_change='fail',
-        post_hook=["{{ delete_vanished_subjects(ref('stg_nts__incomes')) }}"]
+        pre_hook=["{{ delete_changed_subjects('nts_incomes') }}"]
     )
 }}
 

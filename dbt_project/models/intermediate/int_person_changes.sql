@@ -44,43 +44,44 @@ households as (
 
 {#- Not is_incremental(): the intermediates read this run's rows even when this table is new. -#}
 {% if kept_residents and kept_incomes and kept_households and not flags.FULL_REFRESH %}
+resident_keys as (
+
+    {{ unmatched_keys('residents', kept_residents, 'resident_id') }}
+
+),
+
+income_keys as (
+
+    {{ unmatched_keys('incomes', kept_incomes, 'income_id') }}
+
+),
+
+household_keys as (
+
+    {{ unmatched_keys('households', kept_households, 'household_id') }}
+
+),
+
 changes as (
 
-    select 'mois_residents' as source, residents.subject_pseudonym, residents.household_id
+    select 'mois_residents' as source, subject_pseudonym, household_id
     from residents
-    anti join {{ kept_residents }} as kept
-        on residents.resident_id = kept.resident_id
-        and residents.updated_at is not distinct from kept.updated_at
+    where resident_id in (select staged_key from resident_keys)
     union all
-    select 'mois_residents', kept.subject_pseudonym, kept.household_id
-    from {{ kept_residents }} as kept
-    anti join residents
-        on residents.resident_id = kept.resident_id
-        and residents.updated_at is not distinct from kept.updated_at
+    select 'mois_residents', subject_pseudonym, household_id
+    from {{ kept_residents }}
+    where resident_id in (select kept_key from resident_keys)
     union all
-    select 'nts_incomes', incomes.subject_pseudonym, cast(null as bigint)
+    select 'nts_incomes', subject_pseudonym, cast(null as bigint)
     from incomes
-    anti join {{ kept_incomes }} as kept
-        on incomes.income_id = kept.income_id
-        and incomes.updated_at is not distinct from kept.updated_at
+    where income_id in (select staged_key from income_keys)
     union all
-    select 'nts_incomes', kept.subject_pseudonym, cast(null as bigint)
-    from {{ kept_incomes }} as kept
-    anti join incomes
-        on incomes.income_id = kept.income_id
-        and incomes.updated_at is not distinct from kept.updated_at
+    select 'nts_incomes', subject_pseudonym, cast(null as bigint)
+    from {{ kept_incomes }}
+    where income_id in (select kept_key from income_keys)
     union all
-    select 'mois_households', cast(null as varchar), households.household_id
-    from households
-    anti join {{ kept_households }} as kept
-        on households.household_id = kept.household_id
-        and households.updated_at is not distinct from kept.updated_at
-    union all
-    select 'mois_households', cast(null as varchar), kept.household_id
-    from {{ kept_households }} as kept
-    anti join households
-        on households.household_id = kept.household_id
-        and households.updated_at is not distinct from kept.updated_at
+    select 'mois_households', cast(null as varchar), coalesce(staged_key, kept_key)
+    from household_keys
 
 ),
 {% else %}

@@ -7,10 +7,9 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='subject_pseudonym',
+        incremental_strategy='append',
         on_schema_change='fail',
-        post_hook=["{{ delete_vanished_subjects(ref('stg_mois__residents')) }}"]
+        pre_hook=["{{ delete_changed_subjects('mois_residents') }}"]
     )
 }}
 
