@@ -36,3 +36,30 @@ def test_dbt_duckdb_resolves_the_module_path(pseudonym_key):
 
     plugin = BasePlugin.create("zerodoc.transform.dbt_plugin")
     assert isinstance(plugin, Plugin)
+
+
+def test_run_date_becomes_a_session_variable_on_every_cursor(pseudonym_key, monkeypatch):
+    """The logical date reaches SQL as `zerodoc_ds` at run time, so dbt's parse does not depend on it."""
+    monkeypatch.setenv("ZERODOC_DS", "2025-03-02")
+    plugin = Plugin(name="dbt_plugin", plugin_config={})
+    con = duckdb.connect()
+    plugin.configure_connection(con)
+    cur = con.cursor()
+    plugin.configure_cursor(cur)
+    for handle in (con, cur):
+        (as_of,) = handle.execute("select cast(getvariable('zerodoc_ds') as date)").fetchone()
+        assert as_of.isoformat() == "2025-03-02"
+    monkeypatch.setenv("ZERODOC_DS", "2025-03-02'; drop table x; --")
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        plugin.configure_cursor(con.cursor())
+
+
+def test_a_new_date_keeps_dbts_partial_parse(built, monkeypatch):
+    """Two runs for different dates: the second reuses the saved manifest (no full re-parse)."""
+    from zerodoc.transform.runner import log_dir, run_dbt
+
+    cfg, _ = built
+    run_dbt(["parse"], ds="2025-03-02", cfg=cfg)
+    log = (log_dir(cfg) / "dbt.log").read_text(encoding="utf-8")
+    last_run = log[log.rfind("Running with dbt="):]
+    assert "Unable to do partial parsing" not in last_run and "Starting full parse" not in last_run
