@@ -70,9 +70,10 @@ def validate_step(qualified: str, ds: str, raw_path: str) -> dict:
     from zerodoc.ui.links import report_url
 
     log.info(
-        "%s %s: extracted=%s passed=%s quarantined=%s gate=%s report=%s (auditor section: %s)",
+        "%s %s: extracted=%s passed=%s quarantined=%s gate=%s report=%s (auditor section: %s); seconds %s",
         qualified, ds, outcome.extracted, outcome.passed, outcome.quarantined,
         "open" if outcome.gate_passed else "CLOSED", outcome.report_path, report_url(outcome.report_path),
+        outcome.timings,
     )
     if not outcome.gate_passed:
         log.warning("gate closed for %s: %s", qualified, outcome.gate_message)
