@@ -166,11 +166,17 @@ def _section(name: str, results: list[dict], fn) -> None:
 def e2e_section(big: Path, small: Path, persons: int, seed: int) -> list[dict]:
     results = []
     ensure_sources(big, persons, seed)
+    load_before = os.getloadavg()[0]
     base_s, base_rss = run_baseline(big)
     pipe_s, pipe_rss = run_pipeline(big, persons, seed)
+    load_after = os.getloadavg()[0]
+    log(f"1-minute load average: {load_before:.2f} before the baseline, {load_after:.2f} after the pipeline")
     results.append(metric("e2e.pipeline_seconds", pipe_s, "s", base_s, persons))
-    results.append(metric("e2e.pipeline_vs_raw_duckdb_ratio", pipe_s / base_s, "x", 1.0, persons, target=3.0))
+    # Target 3.0 in the foundation issue, 2.0 since the shared-datasets issue (all eight marts both sides).
+    results.append(metric("e2e.pipeline_vs_raw_duckdb_ratio", pipe_s / base_s, "x", 1.0, persons, target=2.0))
     results.append(metric("e2e.peak_rss_mb", pipe_rss, "MB", base_rss, persons, target=6000))
+    # Not a target: other jobs on the same 2 cores move both sides, but not always alike.
+    results.append(metric("e2e.load_average_1m", max(load_before, load_after), "load", None, persons))
 
     ensure_sources(small, SMALL, seed)
     small_base_s, _ = run_baseline(small)
