@@ -84,11 +84,14 @@ class SharedRateLimiter:
             self.backend: HostRateLimiter | RedisRateLimiter = RedisRateLimiter(url, rate, burst, fallback=self.host)
         else:
             self.backend = self.host
+        # True when take() waits on the network (Redis), not only on this host's memory: a caller
+        # on an event loop should then call it from a thread.
+        self.remote = self.backend is not self.host
         # Bound once here rather than dispatched on every request.
         self.take: Callable[[str], float | None] = self.backend.take
 
     def close(self) -> None:
-        if self.backend is not self.host:
+        if self.remote:
             self.backend.close()
         self.host.close()
 

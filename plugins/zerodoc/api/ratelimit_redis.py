@@ -21,8 +21,10 @@ While Redis is down, one request per ``RETRY_AFTER`` seconds tries it again; the
 wait for it.
 
 Timeouts are short (``TIMEOUT``, overridable in the URL: ``?socket_timeout=0.5``) and one retry,
-without backoff, covers a connection that breaks mid-command. redis-py's default (ten retries,
-5 s timeouts) would hold each request for up to a minute when Redis is gone.
+without backoff, covers a connection that breaks mid-command; a timeout is not retried, so the
+request that finds Redis silent waits TIMEOUT once. redis-py's default (ten retries, 5 s
+timeouts) would hold each request for up to a minute when Redis is gone. A ``take`` waits on the
+network: ``SharedRateLimiter.remote`` tells a caller on an event loop to call it from a thread.
 """
 
 from __future__ import annotations
@@ -94,7 +96,10 @@ class RedisRateLimiter:
         self.retry_after = retry_after
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1)
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         )
         self._script = self._client.register_script(GCRA)  # EVALSHA; loads the script once if Redis lacks it
         interval = 1e6 / rate
