@@ -68,3 +68,10 @@ def test_evidence_api_replicas_share_their_rate_limits_in_redis():
     assert (url.scheme, url.hostname, url.port) == ("redis", "redis", 6379)
     assert url.path != broker.path  # another database than Celery's queues
     assert api["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_auditor_pages_read_the_audit_log_the_evidence_api_writes():
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    written = services["evidence-api"]["environment"]["AIRFLOW_CONN_ZERODOC_AUDIT"]
+    # The auditors' pages are an Airflow plugin served by the API server (env from x-airflow-common).
+    assert services["airflow-apiserver"]["environment"]["AIRFLOW_CONN_ZERODOC_AUDIT"] == written
