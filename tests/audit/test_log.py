@@ -182,3 +182,19 @@ def test_group_commit_chains_concurrent_appends_and_reports_failures(tmp_path):
         log.append(reason=object())
     assert log.append(reason="after")["seq"] == 201
     assert verify_chain(path).ok
+
+
+def test_the_kept_descriptor_follows_the_path_when_the_log_is_moved_or_removed(tmp_path):
+    path = tmp_path / "audit" / "evidence.log"
+    log = AuditLog(path)
+    log.append(path="/v1/evidence", status=200)
+    path.rename(tmp_path / "evidence.log.1")  # rotated away by an operator
+    second = log.append(path="/v1/evidence", status=200)
+    assert second["seq"] == 1 and verify_chain(path).records == 1  # a new log, not the moved file
+    path.unlink()
+    assert log.append(path="/v1/evidence", status=200)["seq"] == 1
+    other = AuditLog(path)  # another writer (process) between two batches: the chain stays one
+    other.append(path="/v1/evidence", status=403)
+    assert log.append(path="/v1/evidence", status=200)["seq"] == 3 and verify_chain(path).ok
+    log.close()
+    assert log.append(path="/v1/evidence", status=200)["seq"] == 4

@@ -18,6 +18,7 @@ the subject is looked at, so 403 bodies are the same whether or not the subject 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -928,6 +929,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         await run_in_threadpool(service.warm)  # off the loop: a first load blocks on purpose here
+        # What start-up built (policy, indexes' value lists, the framework) lives as long as the
+        # server: out of the collector's way, so its full collections stop walking it under load.
+        gc.freeze()
         yield
 
     app = EvidenceAPI(

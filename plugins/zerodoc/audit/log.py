@@ -119,21 +119,19 @@ def _clean(text: str) -> bool:
     return True
 
 
-def _read_tail(fh) -> tuple[int, str, int]:
-    """(last seq, last hash, byte offset where the next record goes), reading from the end.
+def _read_tail(fd: int, size: int) -> tuple[int, str, int]:
+    """(last seq, last hash, byte offset where the next record goes), reading back from size.
 
     Bytes after the last newline are a write torn by a crash; that request was never
     answered (records are fsync'd before the response), so they are overwritten.
     """
-    fh.seek(0, os.SEEK_END)
-    pos = fh.tell()
+    pos = size
     buf = b""
     last_nl = prev_nl = -1
     while pos > 0:
         step = min(4096, pos)
         pos -= step
-        fh.seek(pos)
-        buf = fh.read(step) + buf
+        buf = os.pread(fd, step, pos) + buf
         last_nl = buf.rfind(b"\n")
         prev_nl = buf.rfind(b"\n", 0, last_nl) if last_nl > 0 else -1
         if prev_nl >= 0:
@@ -336,6 +334,9 @@ class AuditLog(GroupCommitLog):
     def __init__(self, path: Path, group_commit: bool = False):
         super().__init__(group_commit)
         self.path = Path(path)
+        self._fd: int | None = None
+        self._fd_id: tuple[int, int] | None = None
+        self._fd_lock = threading.Lock()
 
     def describe(self) -> str:
         return str(self.path)
@@ -348,31 +349,67 @@ class AuditLog(GroupCommitLog):
         return verify_chain(self.path)
 
     def _write_batch(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            created = not self.path.exists()
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "r+b") as fh:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        with self._fd_lock:  # flock excludes other processes; this, other threads sharing the descriptor
+            try:
+                fd = self._descriptor()
+                fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
-                    seq, prev_hash, offset = _read_tail(fh)
+                    size = os.fstat(fd).st_size
+                    seq, prev_hash, offset = _read_tail(fd, size)
                     records, lines = chain(batch, seq, prev_hash)
-                    fh.seek(offset)
-                    fh.truncate()
-                    fh.write(b"".join(lines))
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                    if offset != size:  # a write torn by a crash: never answered, overwritten
+                        os.ftruncate(fd, offset)
+                    data = b"".join(lines)
+                    written = 0
+                    while written < len(data):
+                        written += os.pwrite(fd, data[written:], offset + written)
+                    os.fsync(fd)
                 finally:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-            if created:
-                dfd = os.open(self.path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise AuditError(f"cannot append to audit log {self.path}: {exc}") from exc
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                self._close_descriptor()  # reopened (and re-checked) on the next batch
+                raise AuditError(f"cannot append to audit log {self.path}: {exc}") from exc
         return records
+
+    def _descriptor(self) -> int:
+        """The log's descriptor, kept open between batches (opening it costs more than a batch's writes).
+
+        Reopened when the path no longer names the open file (removed, moved or replaced): a stat per
+        batch, not per record. A newly created log has its directory entry fsync'd too.
+        """
+        fd = self._fd
+        if fd is not None:
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                st = None
+            if st is not None and (st.st_dev, st.st_ino) == self._fd_id:
+                return fd
+            self._close_descriptor()
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if created:
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        st = os.fstat(fd)
+        self._fd, self._fd_id = fd, (st.st_dev, st.st_ino)
+        return fd
+
+    def _close_descriptor(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd, self._fd_id = None, None
+
+    def close(self) -> None:
+        with self._fd_lock:
+            self._close_descriptor()
 
 
 def audit_dsn() -> str | None:
