@@ -23,6 +23,9 @@ share the group commit, the record format and the chain, so ``verify`` and ``sea
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import errno
 import fcntl
 import hashlib
 import json
@@ -119,6 +122,82 @@ def _clean(text: str) -> bool:
     return True
 
 
+class _Syscalls:
+    """The writer's short system calls (microseconds: lock, size, read, write), holding the GIL.
+
+    Python's os functions let go of the GIL around every call; the request loop thread then takes
+    it, and the writer must wait to get it back, a pair of context switches per call, some ten
+    per batch. Called through ctypes.PyDLL they keep it; only fsync (milliseconds) and waiting
+    for another process's lock let go. Without a usable C library the os functions are used.
+    """
+
+    def __init__(self) -> None:
+        self.libc = None
+        try:
+            libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            for name, args, res in (
+                ("flock", [ctypes.c_int, ctypes.c_int], ctypes.c_int),
+                ("lseek", [ctypes.c_int, ctypes.c_long, ctypes.c_int], ctypes.c_long),
+                ("pread", [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long], ctypes.c_ssize_t),
+                ("pwrite", [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long], ctypes.c_ssize_t),
+                ("ftruncate", [ctypes.c_int, ctypes.c_long], ctypes.c_int),
+            ):
+                fn = getattr(libc, name)
+                fn.argtypes, fn.restype = args, res
+            self.libc = libc
+        except (OSError, AttributeError):
+            pass
+
+    @staticmethod
+    def _check(result: int) -> int:
+        if result < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return result
+
+    def lock_now(self, fd: int) -> bool:
+        """Take the exclusive lock if it is free at once; False if another process holds it."""
+        if self.libc is None:
+            return False
+        if self.libc.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB) == 0:
+            return True
+        if ctypes.get_errno() in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR):
+            return False
+        return self._check(-1) == 0
+
+    def unlock(self, fd: int) -> None:
+        if self.libc is None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        else:
+            self._check(self.libc.flock(fd, fcntl.LOCK_UN))
+
+    def size(self, fd: int) -> int:
+        if self.libc is None:
+            return os.fstat(fd).st_size
+        return self._check(self.libc.lseek(fd, 0, os.SEEK_END))
+
+    def pread(self, fd: int, n: int, at: int) -> bytes:
+        if self.libc is None:
+            return os.pread(fd, n, at)
+        buf = ctypes.create_string_buffer(n)
+        got = self._check(self.libc.pread(fd, buf, n, at))
+        return buf.raw[:got]
+
+    def pwrite(self, fd: int, data: bytes, at: int) -> int:
+        if self.libc is None:
+            return os.pwrite(fd, data, at)
+        return self._check(self.libc.pwrite(fd, data, len(data), at))
+
+    def truncate(self, fd: int, size: int) -> None:
+        if self.libc is None:
+            os.ftruncate(fd, size)
+        else:
+            self._check(self.libc.ftruncate(fd, size))
+
+
+_SYS = _Syscalls()
+
+
 def _read_tail(fd: int, size: int) -> tuple[int, str, int]:
     """(last seq, last hash, byte offset where the next record goes), reading back from size.
 
@@ -131,7 +210,7 @@ def _read_tail(fd: int, size: int) -> tuple[int, str, int]:
     while pos > 0:
         step = min(4096, pos)
         pos -= step
-        buf = os.pread(fd, step, pos) + buf
+        buf = _SYS.pread(fd, step, pos) + buf
         last_nl = buf.rfind(b"\n")
         prev_nl = buf.rfind(b"\n", 0, last_nl) if last_nl > 0 else -1
         if prev_nl >= 0:
@@ -352,20 +431,21 @@ class AuditLog(GroupCommitLog):
         with self._fd_lock:  # flock excludes other processes; this, other threads sharing the descriptor
             try:
                 fd = self._descriptor()
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                if not _SYS.lock_now(fd):  # another process is writing: wait for it without the GIL
+                    fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
-                    size = os.fstat(fd).st_size
+                    size = _SYS.size(fd)
                     seq, prev_hash, offset = _read_tail(fd, size)
                     records, lines = chain(batch, seq, prev_hash)
                     if offset != size:  # a write torn by a crash: never answered, overwritten
-                        os.ftruncate(fd, offset)
+                        _SYS.truncate(fd, offset)
                     data = b"".join(lines)
                     written = 0
                     while written < len(data):
-                        written += os.pwrite(fd, data[written:], offset + written)
-                    os.fsync(fd)
+                        written += _SYS.pwrite(fd, data[written:], offset + written)
+                    os.fsync(fd)  # milliseconds: the one call of the batch that lets go of the GIL
                 finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    _SYS.unlock(fd)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 self._close_descriptor()  # reopened (and re-checked) on the next batch
                 raise AuditError(f"cannot append to audit log {self.path}: {exc}") from exc
