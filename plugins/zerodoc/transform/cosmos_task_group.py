@@ -29,7 +29,7 @@ PROFILE_NAME = "zerodoc"
 TARGET_NAME = "warehouse"
 WAREHOUSE_POOL = "warehouse_writer"
 MODES = ("single", "watcher")
-# `dbt parse` needs a value for var('ds'); the manifest's graph does not depend on it.
+# run_dbt needs a logical date; the parsed manifest does not depend on it (the date is read at run time).
 PARSE_DS = "2026-01-01"
 _FAILED = {"error", "fail", "failed", "runtime error"}
 _TERMINAL = {"success", "pass", "warn", "skipped", *_FAILED}
