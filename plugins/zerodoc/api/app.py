@@ -158,6 +158,10 @@ def _request_id() -> str:
 _RANDOM_POOL, _RANDOM_AT, _RANDOM_LOCK = b"", 0, threading.Lock()
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 def _error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
@@ -310,7 +314,7 @@ class EvidenceService:
         burst = burst if burst is not None else _env_float("ZERODOC_API_RATE_BURST", max(1.0, rate))
         # One bucket per key holder for all worker processes: N workers must not mean N x the limit.
         self.limiter = SharedRateLimiter(cfg.state_dir / "ratelimit" / "buckets.bin", rate, burst)
-        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self.now: Callable[[], datetime] = _utcnow
         self._stale_after: dict[tuple[str | None, float], datetime] = {}
         self._templates: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, bytes]] = {}
         self._all_serving = False
@@ -514,7 +518,8 @@ class EvidenceService:
             consumer=consumer.name,
             purpose=purpose,
             dataset=dataset,
-            now=self.now(),
+            # _now() is utc_iso(datetime.now(UTC)) formatted once a second; a replaced clock (tests) is asked
+            **({"stamp": _now()} if self.now is _utcnow else {"now": self.now()}),
         )
         if refused:
             raise ApiError(403, refused, CONSENT_MESSAGES[refused])
@@ -600,6 +605,8 @@ class EvidenceService:
             # stale when hours since the end of as_of exceed the SLA (alerts.age_hours)
             end_of_as_of = datetime.fromisoformat(str(snap.as_of)[:10]).replace(tzinfo=UTC) + timedelta(days=1)
             deadline = self._stale_after[(snap.as_of, sla)] = end_of_as_of + timedelta(hours=sla)
+        if self.now is _utcnow:
+            return time.time() > deadline.timestamp()
         return self.now() > deadline
 
     def _needs_document(self, ctx: dict[str, Any], envelope: dict[str, Any], reason: str) -> Outcome:
@@ -615,9 +622,9 @@ class EvidenceService:
         dataset = EVIDENCE_TYPES[evidence_type]
         ctx.update(evidence_type=evidence_type, dataset=dataset)
         grant, snap = self._authorise(ctx, consumer, dataset, body)
-        envelope = self._envelope(ctx, consumer, snap, evidence_type, body["purpose"])
         fallback = self._fallback_reason(grant, snap, ctx["subject_pseudonym"])
         if fallback:
+            envelope = self._envelope(ctx, consumer, snap, evidence_type, body["purpose"])
             return self._needs_document(ctx, envelope, fallback)
         requested = body.get("fields")
         names = grant.fields if not requested else tuple(f for f in grant.fields if f in requested)
@@ -626,20 +633,27 @@ class EvidenceService:
         if fields is None:
             raise ApiError(404, "subject_not_found", f"no {evidence_type} record for this subject")
         # canonical_bytes({**envelope, "fields": ..., "issued_at": ...}) from a template of the envelope.
-        head, mid, tail, end = self._evidence_template(envelope)
+        head, mid, tail, end = self._evidence_template(ctx, consumer, snap, evidence_type, body["purpose"])
         signed = b"".join((head, fields, mid, _now().encode("ascii"), tail, pseudonym.encode("ascii"), end))
         return self._signed_bytes(ctx, signed, b'{"status":"ok"', reason="granted", fields=list(names))
 
-    def _evidence_template(self, envelope: dict[str, Any]) -> tuple[bytes, bytes, bytes, bytes]:
+    def _evidence_template(
+        self, ctx: dict[str, Any], consumer: Consumer, snap: Snapshot, evidence_type: str, purpose: str
+    ) -> tuple[bytes, bytes, bytes, bytes]:
         """The canonical bytes of an evidence answer around its fields, issued_at and subject_pseudonym.
 
         Per consumer, dataset version, evidence type, purpose and staleness: everything else in the
         envelope. Made by serialising the envelope with marks in those three places and cutting there,
         so the joined bytes are exactly canonical_bytes of the whole answer.
         """
-        key = tuple(v if type(v) is not list else tuple(v) for k, v in envelope.items() if k != "subject_pseudonym")
+        stale = self._stale(snap)
+        # Everything _envelope puts in but the subject; households' run ids follow residence's version.
+        key = (consumer.name, evidence_type, purpose, stale, snap.dataset, snap.version, snap.as_of,
+               *snap.validation_run_ids)  # fmt: skip
         template = self._templates.get(key)
         if template is None:
+            envelope = self._envelope(ctx, consumer, snap, evidence_type, purpose)
+            envelope["stale"] = stale  # the staleness the key was made with
             text = canonical_bytes({**envelope, **_MARKS})
             cuts = []
             for name, mark in _MARKS.items():

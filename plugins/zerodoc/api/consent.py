@@ -228,7 +228,15 @@ class ConsentRegistry:
         return consent
 
     def check(
-        self, consent_id: str, *, subject_pseudonym: str, consumer: str, purpose: str, dataset: str, now: datetime
+        self,
+        consent_id: str,
+        *,
+        subject_pseudonym: str,
+        consumer: str,
+        purpose: str,
+        dataset: str,
+        now: datetime | None = None,
+        stamp: str | None = None,
     ) -> str | None:
         """None when the consent covers this request; else the denial reason code.
 
@@ -245,7 +253,10 @@ class ConsentRegistry:
             return "consent_missing"
         if consent.revoked_at is not None:
             return "consent_revoked"
-        stamp = utc_iso(now)
+        if stamp is None:  # now as utc_iso text (to the second); the API passes its once-a-second text
+            if now is None:
+                raise TypeError("check() needs now or stamp")
+            stamp = utc_iso(now)
         if not (consent.valid_from <= stamp < consent.valid_to):
             return "consent_expired"
         if dataset not in consent.datasets:

@@ -16,7 +16,7 @@ ZERODOC_ED25519=cryptography forces the latter.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import ctypes
 import ctypes.util
 import fcntl
@@ -106,8 +106,12 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def b64url(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
+    """base64.urlsafe_b64encode(data) without padding, in two C calls instead of four Python ones."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
 
 
 @dataclass
