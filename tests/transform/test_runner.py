@@ -231,3 +231,18 @@ def test_contract_is_enforced_when_a_mart_column_type_changes(tmp_path, monkeypa
         run_dbt(["run", "--select", "+income_v1"], ds=DS, cfg=Settings(home=home, repo=repo))
     (failed,) = err.value.summary.failed
     assert "contract" in (failed.message or "").lower()
+
+
+def test_export_sorts_on_the_tested_unique_key(built, tmp_path):
+    """Published bytes are ordered by the model's unique test's columns (a total order, cheap to sort)."""
+    cfg, _ = built
+    dest = tmp_path / "income" / "data.parquet"
+    export_mart("income_v1", dest, cfg)
+    rows = pq.read_table(dest, columns=["subject_pseudonym", "tax_year"]).to_pylist()
+    keys = [(r["subject_pseudonym"], r["tax_year"]) for r in rows]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    from zerodoc.transform.runner import _manifest, _unique_key
+
+    manifest = _manifest(cfg)
+    assert _unique_key("income_v1", manifest) == ["subject_pseudonym", "tax_year"]
+    assert _unique_key("residence_v1", manifest) == ["subject_pseudonym"]
