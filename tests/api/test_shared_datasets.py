@@ -137,6 +137,13 @@ def test_household_evidence_answers_through_residence(households, keys, today):
     assert verify_evidence(alice.json(), jwks)
     assert carol.json()["evidence"]["fields"]["median_rule_id"] == "median_income.2025.size_1"
     assert nobody.status_code == 404 and nobody.json()["error"]["code"] == "subject_not_found"
+    # Households are mapped from the shared index cache like the per-person datasets: one file for all workers.
+    cached = list((households.state_dir / "index-cache" / "household_v1" / "20250630T010000").glob("*.arrow"))
+    assert len(cached) == 1 and cached[0].with_name(cached[0].name + ".json").exists()
+    with TestClient(create_app(households, rate_per_sec=0)) as c:  # a second worker: maps it, same answer
+        again = _ask(c, welfare, "household", ALICE, consent[ALICE])
+    assert again.json()["evidence"]["fields"] == alice.json()["evidence"]["fields"]
+    assert list((households.state_dir / "index-cache" / "household_v1").rglob("*.arrow")) == cached
 
 
 def test_one_quarantined_member_sends_the_whole_household_to_paper(households, keys):

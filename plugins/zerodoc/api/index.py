@@ -351,9 +351,11 @@ def compact_columns(table: pa.Table) -> pa.Table:
     return table
 
 
-def cache_path(version: store.PublishedVersion, columns: tuple[str, ...], cfg: Settings) -> Path:
-    """Where the workers share this version's index for this set of granted columns."""
+def cache_path(version: store.PublishedVersion, columns: tuple[str, ...], cfg: Settings, kind: str = "") -> Path:
+    """Where the workers share this version's index for this set of granted columns (and kind of key)."""
     spec = [CACHE_FORMAT, version.dataset, version.version, list(columns), LATEST_BY.get(version.dataset)]
+    if kind:  # e.g. households keyed by household_id: another build, another file
+        spec.append(kind)
     tag = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
     return cfg.state_dir / "index-cache" / version.dataset / version.version / f"{tag}.arrow"
 
@@ -435,10 +437,20 @@ def _remove_unretained(dataset: str, cfg: Settings) -> None:
 
 
 def cached_table(
-    version: store.PublishedVersion, columns: tuple[str, ...], cfg: Settings, spill_dir: Path | None = None
+    version: store.PublishedVersion,
+    columns: tuple[str, ...],
+    cfg: Settings,
+    spill_dir: Path | None = None,
+    build: Any = None,
+    kind: str = "",
 ) -> pa.Table:
-    """The version's sorted table, memory-mapped from the shared cache; built by whoever comes first."""
-    path = cache_path(version, columns, cfg)
+    """The version's sorted table, memory-mapped from the shared cache; built by whoever comes first.
+
+    build(version, columns, spill_dir) makes the table (`_key` as fixed_size_binary(32), sorted,
+    then the columns) when the cache has none; _build_table by default. kind names another build.
+    """
+    build = build or _build_table
+    path = cache_path(version, columns, cfg, kind)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(path.with_suffix(".lock"), "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait here while one builds; released on exit or death
@@ -446,7 +458,7 @@ def cached_table(
         if table is None:
             for stale in path.parent.glob(f".{path.name}*.tmp"):  # a builder killed mid-write; we hold its lock
                 stale.unlink(missing_ok=True)
-            _write_cache(path, _build_table(version, columns, spill_dir))
+            _write_cache(path, build(version, columns, spill_dir))
             _remove_unretained(version.dataset, cfg)
             table = _open_cached(path, columns)
             if table is None:

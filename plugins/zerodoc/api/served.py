@@ -27,7 +27,9 @@ from zerodoc.api.index import (
     DatasetIndex,
     DatasetUnavailable,
     Snapshot,
+    _keys_array,
     _sha256_file,
+    cached_table,
     compact_columns,
     quarantined_pseudonyms,
 )
@@ -109,23 +111,12 @@ class HouseholdIndex(DatasetIndex):
 
     def _load(self, version: store.PublishedVersion) -> Snapshot:
         _check_published_bytes(version)
-        key = KEY_COLUMNS[HOUSEHOLD_DATASET]
-        selected = "".join(f', "{c}"' for c in self.columns)
-        query = (
-            f'SELECT "{key}" AS _key{selected} FROM read_parquet({_literal(str(version.data_path))}) '
-            f'WHERE "{key}" IS NOT NULL AND "{key}" >= 0 ORDER BY "{key}"'
+        # Shared by the workers like the per-person indexes: one mapped Arrow file per version.
+        table = cached_table(
+            version, self.columns, self.cfg, self.cfg.state_dir / "tmp", build=_build_households, kind="household_id"
         )
-        con = duckdb.connect()
-        try:
-            table = con.sql(query).to_arrow_table()
-        except duckdb.Error as exc:
-            raise DatasetUnavailable(f"{version.dataset} version {version.version}: cannot read data: {exc}") from exc
-        finally:
-            con.close()
-        ids = table.column("_key").to_numpy().astype(">u8")
-        padded = np.zeros((len(ids), KEY_BYTES), dtype=np.uint8)
-        padded[:, KEY_BYTES - 8 :] = ids.view(np.uint8).reshape(len(ids), 8)
-        keys = padded.view(f"S{KEY_BYTES}").ravel().copy()
+        keys = _keys_array(table.column("_key"), copy=False)
+        table = table.drop_columns(["_key"])
         meta = version.metadata
         published_for = None if meta.get("published_for") is None else str(meta["published_for"])
         quarantined = quarantined_pseudonyms(version.dataset, published_for, self.cfg)
@@ -139,7 +130,7 @@ class HouseholdIndex(DatasetIndex):
             as_of=None if meta.get("as_of") is None else str(meta["as_of"]),
             validation_run_ids=[str(r) for r in meta.get("validation_runs") or []],
             keys=keys,
-            table=compact_columns(table.drop_columns(["_key"]).combine_chunks()),
+            table=table,
             quarantined=quarantined,
             published_for=published_for,
         )
@@ -171,6 +162,29 @@ class HouseholdIndex(DatasetIndex):
 
 
 _NO_IDS = np.array([], dtype=np.int64)
+
+
+def _build_households(version: store.PublishedVersion, columns: tuple[str, ...], _spill: Any) -> pa.Table:
+    """household_v1 sorted by household_id, the id big-endian in the last 8 of 32 key bytes."""
+    key = KEY_COLUMNS[HOUSEHOLD_DATASET]
+    selected = "".join(f', "{c}"' for c in columns)
+    query = (
+        f'SELECT "{key}" AS _key{selected} FROM read_parquet({_literal(str(version.data_path))}) '
+        f'WHERE "{key}" IS NOT NULL AND "{key}" >= 0 ORDER BY "{key}"'
+    )
+    con = duckdb.connect()
+    try:
+        table = con.sql(query).to_arrow_table()
+    except duckdb.Error as exc:
+        raise DatasetUnavailable(f"{version.dataset} version {version.version}: cannot read data: {exc}") from exc
+    finally:
+        con.close()
+    ids = table.column("_key").to_numpy().astype(">u8")
+    padded = np.zeros((len(ids), KEY_BYTES), dtype=np.uint8)
+    padded[:, KEY_BYTES - 8 :] = ids.view(np.uint8).reshape(len(ids), 8)
+    keys = pa.FixedSizeBinaryArray.from_buffers(pa.binary(KEY_BYTES), len(ids), [None, pa.py_buffer(padded)])
+    rest = compact_columns(table.drop_columns(["_key"]).combine_chunks())
+    return rest.add_column(0, "_key", keys)
 
 
 class SharedTable:
