@@ -133,3 +133,18 @@ def test_lookup_json_is_canonical_bytes_of_lookup_for_every_type():
             assert snap.lookup_json(k.hex(), names) == canonical_bytes({f: row[f] for f in names})
             json.loads(snap.lookup_json(k.hex(), names))
     assert snap.lookup_json(b"\xff".hex() * KEY_BYTES, ("on",)) is None
+
+
+def test_a_watch_gives_its_descriptor_back(tmp_path):
+    import gc
+
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(200):  # more than the 128 inotify instances a user may hold
+        watch = ChangeWatch([tmp_path])
+        assert watch.active, watch.reason
+        del watch
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before + 1
+    closed = ChangeWatch([tmp_path])
+    closed.close()
+    assert not closed.active and closed.generation() != closed.generation()

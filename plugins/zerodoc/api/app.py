@@ -947,6 +947,7 @@ def create_app(
         # server: out of the collector's way, so its full collections stop walking it under load.
         gc.freeze()
         yield
+        service.watch.close()
 
     app = EvidenceAPI(
         title="ZeroDoc evidence API",

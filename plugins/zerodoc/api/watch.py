@@ -30,6 +30,7 @@ import os
 import select
 import struct
 import threading
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -87,6 +88,8 @@ class ChangeWatch:
             if add(fd, os.fsencode(d), WATCH_MASK) >= 0:
                 self._watched.add(d)
         self._fd = fd
+        # Closed with the watch at the latest (an inotify instance is a scarce per-user resource: 128).
+        self._finalizer = weakref.finalize(self, os.close, fd)
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
 
@@ -138,12 +141,12 @@ class ChangeWatch:
         log.warning("state watch off (%s): checking files on every request", reason)
         self.reason = reason
         if self._fd is not None:
-            os.close(self._fd)
+            self._finalizer()  # closes the descriptor, once
             self._fd = None
 
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
-                os.close(self._fd)
+                self._finalizer()
                 self._fd = None
                 self.reason = "closed"
