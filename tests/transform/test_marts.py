@@ -140,7 +140,7 @@ def test_victim_support_rows_explain_each_area(built, pseudonym_key):
     rules = {
         "legal_aid": "LA-2024-01",
         "relief_fund": "RF-2024-01",
-        "emergency_livelihood": "EL-2024-01",
+        "emergency_livelihood": "EL-2024-02",
         "employment_support": "ES-2024-01",
         "financial_support": "FS-2024-01",
     }
@@ -154,10 +154,12 @@ def test_victim_support_rows_explain_each_area(built, pseudonym_key):
     assert inputs["median_income_krw"] == 5_025_353 and inputs["is_employment_insured"] is False
     # 이영희: fraud is no crime against life or body → no relief fund.
     assert areas(rows[p("820202-2345678")])["relief_fund"] == (False, "RF-2024-01", "crime_type_not_covered")
-    # The foreign victim is not on the spine: household unknown, and three areas do not cover foreigners.
+    # The foreign victim is not on the spine: household unknown where foreigners are covered (legal aid;
+    # emergency livelihood, Emergency Aid Act Art. 5-2), and two areas do not cover foreigners.
     foreign = areas(rows[p("950505-5123456")])
-    assert foreign["legal_aid"] == (False, "LA-2024-01", "household_or_median_unknown")
-    for a in ("relief_fund", "emergency_livelihood", "employment_support"):
+    for a in ("legal_aid", "emergency_livelihood"):
+        assert foreign[a] == (False, rules[a], "household_or_median_unknown")
+    for a in ("relief_fund", "employment_support"):
         assert foreign[a] == (False, rules[a], "foreigner_not_covered")
     assert json.loads(rows[p("950505-5123456")][-1])["is_foreigner"] is True
     # Not on the spine is a warning, not a failure.
