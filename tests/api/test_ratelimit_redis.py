@@ -250,6 +250,8 @@ def test_the_app_limits_through_redis_and_audits_every_429(r, published, keys, c
         with TestClient(create_app(published, rate_per_sec=0.001, burst=3)) as client:
             assert _evidence(client, keys["welfare-portal"], 5) == [200, 200, 200, 429, 429]
             assert r.exists(bucket) == 1
+            # take() waits on Redis: evidence must not run on the event loop, whatever is loaded.
+            assert client.app.state.service.inline_ready() is False
     finally:
         r.delete(bucket)
     evidence = [(x["status"], x["reason"]) for x in audit_records(audit_path) if x["path"] == "/v1/evidence"]

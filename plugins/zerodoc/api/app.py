@@ -477,7 +477,13 @@ class EvidenceService:
         return outcome.response
 
     def inline_ready(self) -> bool:
-        """No index has a first load to do, so no request can block on one (unpublished ones answer 503)."""
+        """No index has a first load to do, so no request can block on one (unpublished ones answer 503).
+
+        Never with the Redis rate limit: its take() waits on the network (up to its timeout when
+        Redis is silent), which on the event loop would stall every request of the worker.
+        """
+        if self.limiter.remote:
+            return False
         if self._all_serving:  # an index never goes back to serving nothing: checked until all serve
             return True
         if all(index.serving_version is not None for index in self.indexes.values()):
