@@ -41,6 +41,15 @@
     from {{ ref('int_build_window') }}
 {% endmacro %}
 
+{#- The rows of int_person_changes this run has not applied yet: all of them when no affected-key
+    model was built before, else those logged after the oldest such build (int_build_window). -#}
+{% macro pending_changes(changes, build_window) -%}
+    select {{ changes }}.*
+    from {{ changes }}
+    cross join {{ build_window }}
+    where {{ build_window }}.changes_since is null or {{ changes }}.changed_at > {{ build_window }}.changes_since
+{%- endmacro %}
+
 {#- The moment of this invocation: rows of int_person_changes written now carry it. -#}
 {% macro run_started_at_ts() -%}
     cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}' as timestamp)

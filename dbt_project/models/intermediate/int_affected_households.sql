@@ -31,10 +31,7 @@ households as (
 
 pending as (
 
-    select changes.*
-    from changes
-    cross join build_window
-    where build_window.changes_since is null or changes.changed_at > build_window.changes_since
+    {{ pending_changes('changes', 'build_window') }}
 
 ),
 
