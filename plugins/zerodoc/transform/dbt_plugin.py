@@ -39,6 +39,8 @@ class Plugin(BasePlugin):
     def configure_connection(self, conn) -> None:
         # Executed on the raw DuckDB handle, not through dbt's add_query, so the pads are never logged.
         _configure(conn, self._macro_sql)
+        # A GLOBAL setting: once per database, not per cursor.
+        conn.execute(f"set checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
 
     def configure_cursor(self, cursor) -> None:
         _configure(cursor, self._macro_sql)
@@ -51,8 +53,8 @@ CHECKPOINT_THRESHOLD = "1GB"
 
 
 def _configure(handle, macro_sql: str) -> None:
+    """What belongs to one DuckDB connection (every dbt cursor is a new one): the TEMP macro, the date."""
     handle.execute(macro_sql)
-    handle.execute(f"set checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
     ds_sql = ds_variable_sql()
     if ds_sql:
         handle.execute(ds_sql)
