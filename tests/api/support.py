@@ -150,3 +150,13 @@ def start_api_workers(env: dict[str, str], log_path: Path, workers: int = 2) -> 
             raise AssertionError(f"the API did not start:\n{log_path.read_text(errors='replace')}")
         time.sleep(0.2)
     return proc, port
+
+
+def stop_api_workers(proc: subprocess.Popen) -> None:
+    """Stop a server from start_api_workers: SIGTERM to its session, SIGKILL if it is not gone in 30 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

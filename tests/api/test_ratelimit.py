@@ -8,8 +8,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 from zerodoc.api import ratelimit
 from zerodoc.api.ratelimit import REDIS_URL_ENV, SharedRateLimiter
 
-from .support import audit_records, body, start_api_workers
+from .support import audit_records, body, start_api_workers, stop_api_workers
 
 
 @pytest.fixture(autouse=True)
@@ -157,12 +155,7 @@ def test_two_workers_enforce_one_limit_per_consumer(published, keys, consents, a
         for c in conns:
             c.close()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_api_workers(proc)
 
     total = len(conns) * ROUNDS
     assert (statuses.count(200), statuses.count(429)) == (BURST, total - BURST)

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -23,7 +22,7 @@ from zerodoc.api.app import create_app
 from zerodoc.api.ratelimit import REDIS_URL_ENV, SharedRateLimiter
 from zerodoc.api.ratelimit_redis import RedisRateLimiter
 
-from .support import audit_records, bearer, body, free_port, start_api_workers
+from .support import audit_records, bearer, body, free_port, start_api_workers, stop_api_workers
 
 # The shared test Redis (db 0 is the Celery broker's): every test uses holders of its own.
 DB = 15
@@ -312,12 +311,7 @@ def test_two_api_replicas_on_their_own_state_grant_one_burst_between_them(
             t.join()
     finally:
         for proc, _port in servers:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_api_workers(proc)
         r.delete(bucket)
     # Each replica enforcing its own limit would grant up to 2 x burst.
     assert (statuses.count(200), statuses.count(429)) == (burst, 40 - burst)
