@@ -12,7 +12,7 @@ RUN_PERSONS ?= 20000
 SEED ?= 42
 SECTIONS ?= e2e,validate,api,extract,dbt,faults,cluster
 
-.PHONY: help setup browser run test test-ui bench lint serve cluster-up cluster-down clean
+.PHONY: help setup browser haproxy run test test-ui bench lint serve cluster-up cluster-down clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -40,10 +40,17 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM) ## Install Debian's Chromium for the browser tests (apt-get; needs root)
 
+# The API replica test puts Debian's HAProxy (the LB of docker-compose.yaml) in front of two servers.
+HAPROXY := /usr/sbin/haproxy
+$(HAPROXY):
+	apt-get install -y -q haproxy || (apt-get update -q && apt-get install -y -q haproxy)
+
+haproxy: $(HAPROXY) ## Install Debian's HAProxy for the API replica test (apt-get; needs root)
+
 run: setup ## Generate agency data, run the whole pipeline through Airflow, print the summary
 	set -a; . ./.env; set +a; $(BIN)/zerodoc run --persons $(RUN_PERSONS) --seed $(SEED)
 
-test: setup $(CHROMIUM) ## Lint, then all tests against the real PostgreSQL and MariaDB (started if down)
+test: setup $(CHROMIUM) $(HAPROXY) ## Lint, then all tests against the real PostgreSQL and MariaDB (started if down)
 	$(BIN)/ruff check dags plugins tests bench
 	set -a; . ./.env; set +a; $(BIN)/pytest
 
