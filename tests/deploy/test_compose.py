@@ -1,5 +1,6 @@
 """docker-compose.yaml passes a real compose validator (no Docker engine runs here: `config` needs none)."""
 
+import re
 import shutil
 import subprocess
 
@@ -7,6 +8,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.deploy.lb import BIND, HAPROXY_CFG, SERVER_TEMPLATE
 
 COMPOSE = REPO / "docker-compose.yaml"
 REQUIRED_ENV = {"AIRFLOW_DB_PASSWORD": "x", "AIRFLOW_JWT_SECRET": "x", "ZERODOC_PSEUDONYM_KEY": "x",
@@ -75,3 +77,51 @@ def test_auditor_pages_read_the_audit_log_the_evidence_api_writes():
     written = services["evidence-api"]["environment"]["AIRFLOW_CONN_ZERODOC_AUDIT"]
     # The auditors' pages are an Airflow plugin served by the API server (env from x-airflow-common).
     assert services["airflow-apiserver"]["environment"]["AIRFLOW_CONN_ZERODOC_AUDIT"] == written
+
+
+def _serve_port(service: dict) -> int:
+    command = service["command"]
+    assert command[:2] == ["zerodoc", "serve"], command
+    return int(command[command.index("--port") + 1])
+
+
+def test_evidence_api_runs_as_replicas_behind_the_load_balancer():
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    api, lb = services["evidence-api"], services["evidence-lb"]
+    assert api["deploy"]["replicas"] >= 2
+    # Replicas have no host port (two could not bind the same one) and no fixed name; only the LB is published.
+    assert "ports" not in api and "container_name" not in api
+    published = [p for svc in services.values() for p in svc.get("ports", []) if str(p).endswith(":8000")]
+    assert published == lb["ports"] == ["8000:8000"]
+    # A pinned official HAProxy image, with the config file of this repository where that image reads it.
+    assert re.fullmatch(r"haproxy:\d+\.\d+\.\d+", lb["image"]), lb["image"]
+    source, target, mode = lb["volumes"][0].split(":")
+    assert (REPO / source).resolve() == HAPROXY_CFG and target == "/usr/local/etc/haproxy/haproxy.cfg" and mode == "ro"
+    # The config's upstream is this service on the port it serves, and the LB listens where it is published.
+    (template,) = SERVER_TEMPLATE.finditer(HAPROXY_CFG.read_text())
+    assert template["host"] == "evidence-api" and int(template["port"]) == _serve_port(api)
+    assert int(template["slots"]) >= api["deploy"]["replicas"]
+    (bind,) = BIND.finditer(HAPROXY_CFG.read_text())
+    assert bind["port"] == lb["ports"][0].split(":")[1]
+    assert api["expose"] == [_serve_port(api)]
+    assert lb["depends_on"]["evidence-api"]["condition"] == "service_healthy"
+
+
+def test_healthchecks_ask_routes_that_exist(cfg):
+    from urllib.parse import urlsplit
+
+    from zerodoc.api.app import create_app
+
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    api, lb = services["evidence-api"], services["evidence-lb"]
+    (url,) = [a for a in api["healthcheck"]["test"] if a.startswith("http://")]
+    url = urlsplit(url)
+    assert url.port == _serve_port(api)
+    routes = {r.path for r in create_app(cfg, rate_per_sec=0).routes if "GET" in getattr(r, "methods", ())}
+    assert url.path in routes, (url.path, sorted(routes))  # /docs is not served (docs_url=None)
+    # The LB's own check: its monitor URI, on the port it binds (run for real in test_replicas.py).
+    (script,) = [a for a in lb["healthcheck"]["test"] if "/dev/tcp/" in a]
+    text = HAPROXY_CFG.read_text()
+    (monitor,) = re.findall(r"^\s*monitor-uri (\S+)$", text, re.M)
+    (bind,) = BIND.finditer(text)
+    assert f"/dev/tcp/127.0.0.1/{bind['port']}" in script and f"GET {monitor} " in script

@@ -1,0 +1,41 @@
+"""The evidence API's load balancer config (deploy/haproxy/haproxy.cfg) and Debian's HAProxy to run it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.conftest import REPO
+
+HAPROXY_CFG = REPO / "deploy" / "haproxy" / "haproxy.cfg"
+# The only lines that name where things are: the LB's listener and the replicas it finds by DNS.
+BIND = re.compile(r"^(?P<indent>\s*)bind :(?P<port>\d+)$", re.M)
+SERVER_TEMPLATE = re.compile(
+    r"^(?P<indent>\s*)server-template (?P<prefix>\S+) (?P<slots>\d+) (?P<host>[a-z0-9-]+):(?P<port>\d+) .*$", re.M
+)
+
+
+def haproxy_binary() -> tuple[str | None, str]:
+    """Debian's haproxy, installed by `make haproxy` when missing; (None, why) when that is impossible."""
+    found = shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy",) if Path(p).exists()), None)
+    if found:
+        return found, ""
+    out = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "haproxy"], capture_output=True, text=True)
+    found = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+    return found, (out.stdout + out.stderr).strip()[-500:]
+
+
+def loopback_config(lb_port: int, upstream_ports: list[int]) -> str:
+    """The repo's config with the listener on loopback and one server per local replica, nothing else changed."""
+    text = HAPROXY_CFG.read_text()
+    text, binds = BIND.subn(lambda m: f"{m['indent']}bind 127.0.0.1:{lb_port}", text)
+    text, templates = SERVER_TEMPLATE.subn(
+        lambda m: "\n".join(
+            f"{m['indent']}server {m['prefix']}{i} 127.0.0.1:{p}" for i, p in enumerate(upstream_ports, 1)
+        ),
+        text,
+    )
+    assert (binds, templates) == (1, 1), "deploy/haproxy/haproxy.cfg no longer has one bind and one server-template"
+    return text
