@@ -55,29 +55,47 @@
     cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}' as timestamp)
 {%- endmacro %}
 
-{#- Post-hook of int_person_changes: drop changes every affected-key model has been built after. -#}
+{#- Every model that applies int_person_changes: the affected-key models and the two person-keyed
+    intermediates, which recompute the persons logged after their own last build. -#}
+{% macro change_consumers() -%}
+    {{ return(affected_key_models().keys() | list + ['int_residents_deduplicated', 'int_incomes_latest_filing']) }}
+{%- endmacro %}
+
+{#- When `model_name` was last built (its post-hook's record_build), as a SQL expression; -infinity
+    when never, so a reader of "written since" takes everything. -#}
+{% macro last_built_at(model_name) -%}
+    {%- set log = build_log_relation() -%}
+    {%- if execute and adapter.get_relation(log.database, log.schema, log.identifier) -%}
+    coalesce((select max(built_at) from {{ log }} where model_name = '{{ model_name }}'), cast('-infinity' as timestamp))
+    {%- else -%}
+    cast('-infinity' as timestamp)
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Post-hook of a model that reads what was written since its own last build. -#}
+{% macro record_build() %}
+    create table if not exists {{ build_log_relation() }} (
+        model_name varchar, as_of date, built_at timestamp, rules_checksum varchar
+    );
+    delete from {{ build_log_relation() }} where model_name = '{{ this.name }}';
+    insert into {{ build_log_relation() }}
+    values ('{{ this.name }}', {{ as_of_date() }}, {{ run_started_at_ts() }}, null)
+{% endmacro %}
+
+{#- Post-hook of int_person_changes: drop changes every consumer has been built after, and the deleted
+    keys staging logged up to now (this run has logged their persons). -#}
 {% macro trim_person_changes() %}
+    {%- set consumers = change_consumers() %}
     {% if is_incremental() and adapter.get_relation(this.database, build_log_relation().schema, build_log_relation().identifier) %}
     delete from {{ this }}
     where changed_at < (
-        select case when count(*) = {{ affected_key_models() | length }} then min(built_at) end
+        select case when count(*) = {{ consumers | length }} then min(built_at) end
         from {{ build_log_relation() }}
-    )
+        where model_name in ('{{ consumers | join("', '") }}')
+    );
     {% endif %}
-{% endmacro %}
-
-
-{#- int_person_changes: the keys of staging rows with no kept row of the same key and updated_at
-    (`staged_key`: new or changed) and of kept rows with no such staging row (`kept_key`: gone or
-    changed). One full outer join on keys and timestamps only; the model then fetches subjects for
-    these few keys. At 1M rows this is ~2.7x faster than joining the rows with their 64-character
-    pseudonyms, and that was ~3x faster than two anti-joins. A null updated_at never matches, so
-    such a row counts as changed every run (recomputed: correct). -#}
-{% macro unmatched_keys(staging, kept, key) %}
-    select staged.{{ key }} as staged_key, kept.{{ key }} as kept_key
-    from (select {{ key }}, updated_at from {{ staging }}) as staged
-    full join (select {{ key }}, updated_at from {{ kept }}) as kept
-        on staged.{{ key }} = kept.{{ key }}
-        and staged.updated_at = kept.updated_at
-    where staged.{{ key }} is null or kept.{{ key }} is null
+    {% for model in ['stg_mois__residents', 'stg_nts__incomes', 'stg_mois__households'] %}
+    delete from {{ deleted_keys_relation(ref(model)) }}
+    where deleted_at <= {{ run_started_at_ts() }};
+    {% endfor %}
 {% endmacro %}

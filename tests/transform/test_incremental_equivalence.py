@@ -1,5 +1,7 @@
 """A daily (incremental) build equals a full rebuild of the same data, row for row, for every model:
-after source changes, a birthday crossing and a rule change date."""
+after source changes, a birthday crossing and a rule change date. The daily run reads what
+incremental extraction delivers (windows of changed rows with tombstones, `_op = 'upsert'/'delete'`,
+and a periodic full snapshot), the full rebuild the equivalent full snapshots."""
 
 from __future__ import annotations
 
@@ -25,7 +27,11 @@ DAY3 = (dt.date.fromisoformat(DS) + dt.timedelta(days=2)).isoformat()
 RUN_STATE = {
     "intermediate.int_person_changes", "intermediate.int_build_window", "intermediate.int_affected_subjects",
     "intermediate.int_affected_households", "intermediate.affected_key_builds",
+    "staging.stg_mois__residents__deleted_keys", "staging.stg_mois__households__deleted_keys",
+    "staging.stg_nts__incomes__deleted_keys", "staging.stg_moel__employment_insurances__deleted_keys",
 }  # fmt: skip
+# When staging wrote a row (the invocation's start): restamped by every full build, so not compared.
+RUN_STATE_COLUMNS = ("loaded_at",)
 BUMPED = pa.scalar(dt.datetime(2025, 3, 1, 18, 0), pa.timestamp("us"))
 SCHEMAS = ("staging", "intermediate", "shared")
 
@@ -44,47 +50,85 @@ def _append(table: pa.Table, row: dict[str, object]) -> pa.Table:
     return pa.concat_tables([table, extra])
 
 
-def write_day2(home) -> None:
-    """Day 2 = day 1 with a move, removals, a new person, a corrected and a withdrawn return, a lost job and a new case.
+def _read(home, agency: str, entity: str, ds: str = DS) -> pa.Table:
+    return pq.read_table(home / "validated" / agency / entity / f"ds={ds}" / "part-0.parquet")
+
+
+def _write_day(home, ds: str, tables: dict[tuple[str, str], pa.Table]) -> None:
+    for (agency, entity), table in tables.items():
+        part = home / "validated" / agency / entity / f"ds={ds}"
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir(parents=True)
+        pq.write_table(table, part / "part-0.parquet")
+
+
+def day2_snapshots(home) -> dict[tuple[str, str], pa.Table]:
+    """Day 2 as full snapshots = day 1 with a move, two removed registry rows, a new person and household,
+    a corrected return, a lost job and a new case.
 
     Removals: resident 5 (a duplicate registry row of a person who keeps another row) and resident 3
-    (the person's only row: they vanish from the spine and their household shrinks); income 1 (one
-    of two tax years of a person, the kept filing of that year).
+    (the person's only row: they vanish from the spine and their household shrinks).
     """
-    src = home / "validated"
-
-    def read(agency: str, entity: str) -> pa.Table:
-        return pq.read_table(src / agency / entity / f"ds={DS}" / "part-0.parquet")
-
-    residents = _bump(read("mois", "residents"), "resident_id", {4}, sigungu_code="11110")
+    residents = _bump(_read(home, "mois", "residents"), "resident_id", {4}, sigungu_code="11110")
     residents = residents.filter(pc.invert(pc.is_in(residents["resident_id"], pa.array([3, 5], pa.int64()))))
     residents = _append(residents, {
         "resident_id": 6, "rrn": "010606-4123456", "name": "최지우", "sex": "F", "birth_date": "20010606",
         "household_id": 300, "sigungu_code": "41590", "address": "경기도 화성시 시청로 159",
         "moved_in_date": "20250301", "updated_at": BUMPED.as_py(),
     })  # fmt: skip
-    households = _append(read("mois", "households"), {
+    households = _append(_read(home, "mois", "households"), {
         "household_id": 300, "head_resident_id": 6, "sigungu_code": "41590", "address": "경기도 화성시 시청로 159",
         "registered_date": "20250301", "updated_at": BUMPED.as_py(),
     })  # fmt: skip
-    incomes = _bump(read("nts", "income"), "income_id", {2}, earned_income=5_000_000)
-    incomes = incomes.filter(pc.not_equal(incomes["income_id"], 1))
-    enrolments = _bump(read("moel", "employment_insurance"), "enrolment_id", {1}, lost_date=DAY2.replace("-", ""))
-    cases = _append(read("police", "crime_victim_cases"), {
+    incomes = _bump(_read(home, "nts", "income"), "income_id", {2}, earned_income=5_000_000)
+    enrolments = _bump(_read(home, "moel", "employment_insurance"), "enrolment_id", {1},
+                       lost_date=DAY2.replace("-", ""))
+    cases = _append(_read(home, "police", "crime_victim_cases"), {
         "case_id": 5, "victim_rrn": "010606-4123456", "crime_type": "상해", "incident_date": "20250228",
         "reported_date": "20250301", "police_station_code": "PS1001", "sigungu_code": "41590",
         "summary": "피해 진술 접수", "updated_at": BUMPED.as_py(),
     })  # fmt: skip
-    for agency, entity, table in (
-        ("mois", "residents", residents),
-        ("mois", "households", households),
-        ("nts", "income", incomes),
-        ("moel", "employment_insurance", enrolments),
-        ("police", "crime_victim_cases", cases),
-    ):
-        part = src / agency / entity / f"ds={DAY2}"
-        part.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, part / "part-0.parquet")
+    return {
+        ("mois", "residents"): residents, ("mois", "households"): households, ("nts", "income"): incomes,
+        ("moel", "employment_insurance"): enrolments, ("police", "crime_victim_cases"): cases,
+    }  # fmt: skip
+
+
+def _change_window(table: pa.Table, key: str, upserts: set[int], deletes: set[int] = frozenset()) -> pa.Table:
+    """What incremental extraction delivers: the changed rows (`_op = 'upsert'`) and a tombstone per
+    removed key (key and cursor kept, every other column NULL, `_op = 'delete'`), as extract.with_ops does."""
+    live = table.filter(pc.is_in(table[key], pa.array(sorted(upserts), table[key].type)))
+    live = live.append_column("_op", pa.array(["upsert"] * live.num_rows, pa.string()))
+    dead = pa.table({
+        f.name: pa.array(sorted(deletes), f.type) if f.name == key
+        else pa.array([BUMPED.as_py()] * len(deletes), f.type) if f.name == "updated_at"
+        else pa.nulls(len(deletes), f.type)
+        for f in table.schema
+    }).append_column("_op", pa.array(["delete"] * len(deletes), pa.string()))  # fmt: skip
+    return pa.concat_tables([live, dead])
+
+
+def day2_windows(snapshots: dict[tuple[str, str], pa.Table]) -> dict[tuple[str, str], pa.Table]:
+    """Day 2 as the daily run reads it: windows for the entities with a cursor (MOIS residents with
+    tombstones for 3 and 5, MOIS households, NTS income); the CSV drops (MOEL, police) stay snapshots."""
+    residents = snapshots[("mois", "residents")]
+    windows = dict(snapshots)
+    windows[("mois", "residents")] = _change_window(residents, "resident_id", {4, 6}, {3, 5})
+    windows[("mois", "households")] = _change_window(snapshots[("mois", "households")], "household_id", {300})
+    windows[("nts", "income")] = _change_window(snapshots[("nts", "income")], "income_id", {2})
+    return windows
+
+
+def day3_partitions(day2: dict[tuple[str, str], pa.Table]) -> tuple[dict, dict]:
+    """Day 3 (a rule changes): NTS withdrew return 1, which NTS deletes physically, so no window shows
+    it; the periodic full snapshot of NTS does. MOIS windows are empty. Returns (daily, full) partitions."""
+    incomes = day2[("nts", "income")]
+    incomes = incomes.filter(pc.not_equal(incomes["income_id"], 1))
+    full = {**day2, ("nts", "income"): incomes}
+    daily = {**full}
+    for entity, key in ((("mois", "residents"), "resident_id"), (("mois", "households"), "household_id")):
+        daily[entity] = _change_window(day2[entity], key, set())
+    return daily, full
 
 
 def _snapshot(cfg: Settings) -> dict[str, list[tuple]]:
@@ -93,7 +137,15 @@ def _snapshot(cfg: Settings) -> dict[str, list[tuple]]:
             "select table_schema, table_name from information_schema.tables where table_schema in ? order by all",
             [list(SCHEMAS)],
         ).fetchall()
-        return {f"{s}.{t}": con.execute(f'select * from "{s}"."{t}" order by all').fetchall() for s, t in names}
+        out = {}
+        for s, t in names:
+            cols = {c for (c,) in con.execute(
+                "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+                [s, t]).fetchall()}  # fmt: skip
+            drop = [c for c in RUN_STATE_COLUMNS if c in cols]
+            star = f"* exclude ({', '.join(drop)})" if drop else "*"
+            out[f"{s}.{t}"] = con.execute(f'select {star} from "{s}"."{t}" order by all').fetchall()
+        return out
 
 
 def _add_birthday_person(home) -> None:
@@ -141,11 +193,6 @@ def _project_with_a_rule_change(repo) -> None:
     seed.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
-def _copy_partition(home, src_ds: str, dest_ds: str) -> None:
-    for part in (home / "validated").glob(f"*/*/ds={src_ds}"):
-        shutil.copytree(part, part.with_name(f"ds={dest_ds}"))
-
-
 def _clone(home_from: Settings, home_to: Settings) -> None:
     shutil.copytree(home_from.home / "validated", home_to.home / "validated")
     home_to.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,19 +214,23 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, list
     _add_birthday_person(daily.home)
     _build(daily, ["build"], DS)
     out = {"day1": _snapshot(daily)}
-    write_day2(daily.home)
+    day2 = day2_snapshots(daily.home)
     full = Settings(home=tmp_path_factory.mktemp("full_home"))
     _clone(daily, full)
+    _write_day(daily.home, DAY2, day2_windows(day2))
+    _write_day(full.home, DAY2, day2)
     _build(daily, list(DAILY_BUILD_ARGS), DAY2)
     _build(full, ["build", "--full-refresh"], DAY2)
     out["day2_daily"], out["day2_full"] = _snapshot(daily), _snapshot(full)
 
     repo = tmp_path_factory.mktemp("repo_with_rule_change")
     _project_with_a_rule_change(repo)
-    _copy_partition(daily.home, DAY2, DAY3)
     daily3 = Settings(home=daily.home, repo=repo)
     full3 = Settings(home=tmp_path_factory.mktemp("full3_home"), repo=repo)
     _clone(daily3, full3)
+    day3_daily, day3_full = day3_partitions(day2)
+    _write_day(daily3.home, DAY3, day3_daily)
+    _write_day(full3.home, DAY3, day3_full)
     _build(daily3, list(DAILY_BUILD_ARGS), DAY3)
     _build(full3, ["build", "--full-refresh"], DAY3)
     out["day3_daily"], out["day3_full"] = _snapshot(daily3), _snapshot(full3)
@@ -222,6 +273,33 @@ def test_daily_build_after_a_change_equals_a_full_rebuild(builds):
     # Resident 3 (their only row) vanished, 6 is new, 5 was a duplicate row never kept.
     assert sorted(r[0] for r in day1["intermediate.int_residents_deduplicated"]) == [1, 2, 3, 4, 7]
     assert sorted(r[0] for r in daily["intermediate.int_residents_deduplicated"]) == [1, 2, 4, 6, 7]
+
+
+def test_the_change_log_holds_exactly_what_staging_wrote_or_deleted(builds):
+    """int_person_changes reads staging's stamped rows and deleted keys, not a comparison of tables: on
+    day 2 it logs the person who moved within household 200 (4), the new one (6), the removed one (3:
+    their kept row's person and household), the person whose return changed (1) and the new household,
+    and nobody else (5 was a duplicate row never kept, so deleting it changes no person)."""
+    day1, daily = builds["day1"], builds["day2_daily"]
+    subject = {r[0]: r[1] for r in day1["staging.stg_mois__residents"]}
+    (stamp,) = {r[3] for r in daily["intermediate.int_person_changes"] if r[0] != "all"}
+    logged = {(r[0], r[1], r[2]) for r in daily["intermediate.int_person_changes"] if r[3] == stamp}
+    new_person = {r[1] for r in daily["staging.stg_mois__residents"] if r[0] == 6}.pop()
+    assert logged == {
+        ("mois_residents", subject[4], 200),
+        ("mois_residents", new_person, 300), ("mois_residents", subject[3], 100),
+        ("nts_incomes", subject[1], None), ("mois_households", None, 300),
+    }  # fmt: skip
+    # Deleted keys were logged by staging, then dropped once int_person_changes had read them.
+    assert daily["staging.stg_mois__residents__deleted_keys"] == []
+
+
+def test_a_periodic_snapshot_removes_what_no_window_shows(builds):
+    """NTS deletes a withdrawn return physically: day 3's windows cannot show it, the full snapshot does."""
+    day2, day3 = builds["day2_daily"], builds["day3_daily"]
+    assert 1 in {r[7] for r in day2["intermediate.int_incomes_latest_filing"]}
+    assert 1 not in {r[7] for r in day3["intermediate.int_incomes_latest_filing"]}
+    assert 1 not in {r[0] for r in day3["staging.stg_nts__incomes"]}
 
 
 def test_a_birthday_crossing_alone_is_recomputed(builds):

@@ -1,7 +1,7 @@
 -- Household size is counted from the residents registered in the household (after removing
 -- duplicate rows of the same person), not taken from any agency-declared figure.
 -- Incremental by household (macros/affected_keys.sql): a daily run recounts only the households in
--- int_affected_households; updated_at of the registry row is kept so int_person_changes sees changes.
+-- int_affected_households; updated_at of the registry row is kept (the household row it was counted for).
 
 {{
     config(

@@ -1,14 +1,16 @@
 -- One row per subject and tax year. NTS can hold an original and an amended return for the same
 -- year; the latest filing supersedes (then latest update, then highest income_id, so reruns agree).
 -- Incremental by person: a daily run recomputes every tax year of the persons whose NTS rows changed
--- (logged this run in int_person_changes); income_id and updated_at of the kept filing are kept for that diff.
+-- (logged in int_person_changes since its last build); income_id is kept so that log can find the person
+-- a changed or deleted NTS row belonged to.
 
 {{
     config(
         materialized='incremental',
         incremental_strategy='append',
         on_schema_change='fail',
-        pre_hook=["{{ delete_changed_subjects('nts_incomes') }}"]
+        pre_hook=["{{ delete_changed_subjects('nts_incomes') }}"],
+        post_hook=["{{ record_build() }}"]
     )
 }}
 
@@ -25,9 +27,7 @@ incomes as (
 {% if is_incremental() %}
 changed_subjects as (
 
-    select distinct subject_pseudonym
-    from {{ ref('int_person_changes') }}
-    where source = 'nts_incomes' and changed_at = {{ run_started_at_ts() }}
+    {{ changed_subjects('nts_incomes') }}
 
 ),
 {% endif %}

@@ -1,26 +1,28 @@
 -- The change log that drives every affected-key model (macros/affected_keys.sql): each run appends
--- the persons and households whose source rows changed since the last run, found by comparing
--- staging with what the person-keyed intermediates kept (row key + updated_at; the same test as
--- int_residents_deduplicated and int_incomes_latest_filing use to pick their candidates). A moved
--- person logs both their old and their new household. It must run after staging and before those
--- intermediates replace their rows, so it reads their previous state by name, not through ref().
--- Rows stay until every affected-key model has been built after them (post-hook), so a run that
--- fails half-way leaves its changes for the next one. On a full build everything is rebuilt and the
--- run logs one row with source 'all';
--- a table dropped by hand needs one `dbt build --full-refresh`.
+-- the persons and households whose source rows staging wrote or deleted since this model last ran.
+-- Staging stamps what it writes (loaded_at) and logs the keys it deletes (<model>__deleted_keys,
+-- macros/incremental_staging.sql), so this reads ~the changed rows, not whole tables. For each such
+-- key it logs the new row and the row the person-keyed intermediates kept for it (a moved person
+-- logs the old and the new household; a deleted row, the person it belonged to). It must run after
+-- staging and before those intermediates replace their rows, so it reads their previous state by
+-- name, not through ref().
+-- Rows stay until every consumer has been built after them (post-hook), so a run that fails
+-- half-way leaves its changes for the next one. On a full build everything is rebuilt and the run
+-- logs one row with source 'all'; a table dropped by hand needs one `dbt build --full-refresh`.
 
 {{
     config(
         materialized='incremental',
         incremental_strategy='append',
         on_schema_change='fail',
-        post_hook=["{{ trim_person_changes() }}"]
+        post_hook=["{{ trim_person_changes() }}", "{{ record_build() }}"]
     )
 }}
 
 {%- set kept_residents = adapter.get_relation(this.database, 'intermediate', 'int_residents_deduplicated') if execute else none %}
 {%- set kept_incomes = adapter.get_relation(this.database, 'intermediate', 'int_incomes_latest_filing') if execute else none %}
 {%- set kept_households = adapter.get_relation(this.database, 'intermediate', 'int_households_sized') if execute else none %}
+{%- set since = last_built_at(this.name) %}
 
 with
 
@@ -44,43 +46,61 @@ households as (
 
 {#- Not is_incremental(): the intermediates read this run's rows even when this table is new. -#}
 {% if kept_residents and kept_incomes and kept_households and not flags.FULL_REFRESH %}
+written_residents as (
+
+    select resident_id, subject_pseudonym, household_id from residents where loaded_at > {{ since }}
+
+),
+
 resident_keys as (
 
-    {{ unmatched_keys('residents', kept_residents, 'resident_id') }}
+    select resident_id from written_residents
+    union
+    select resident_id from {{ deleted_keys_relation(ref('stg_mois__residents')) }} where deleted_at > {{ since }}
+
+),
+
+written_incomes as (
+
+    select income_id, subject_pseudonym from incomes where loaded_at > {{ since }}
 
 ),
 
 income_keys as (
 
-    {{ unmatched_keys('incomes', kept_incomes, 'income_id') }}
+    select income_id from written_incomes
+    union
+    select income_id from {{ deleted_keys_relation(ref('stg_nts__incomes')) }} where deleted_at > {{ since }}
 
 ),
 
 household_keys as (
 
-    {{ unmatched_keys('households', kept_households, 'household_id') }}
+    select household_id from households where loaded_at > {{ since }}
+    union
+    select household_id from {{ deleted_keys_relation(ref('stg_mois__households')) }} where deleted_at > {{ since }}
 
 ),
 
 changes as (
 
     select 'mois_residents' as source, subject_pseudonym, household_id
-    from residents
-    where resident_id in (select staged_key from resident_keys)
+    from written_residents
     union all
-    select 'mois_residents', subject_pseudonym, household_id
-    from {{ kept_residents }}
-    where resident_id in (select kept_key from resident_keys)
-    union all
-    select 'nts_incomes', subject_pseudonym, cast(null as bigint)
-    from incomes
-    where income_id in (select staged_key from income_keys)
+    select 'mois_residents', kept.subject_pseudonym, kept.household_id
+    from {{ kept_residents }} as kept
+    semi join resident_keys
+        on kept.resident_id = resident_keys.resident_id
     union all
     select 'nts_incomes', subject_pseudonym, cast(null as bigint)
-    from {{ kept_incomes }}
-    where income_id in (select kept_key from income_keys)
+    from written_incomes
     union all
-    select 'mois_households', cast(null as varchar), coalesce(staged_key, kept_key)
+    select 'nts_incomes', kept.subject_pseudonym, cast(null as bigint)
+    from {{ kept_incomes }} as kept
+    semi join income_keys
+        on kept.income_id = income_keys.income_id
+    union all
+    select 'mois_households', cast(null as varchar), household_id
     from household_keys
 
 ),

@@ -2,14 +2,15 @@
 -- registry rows, e.g. a move recorded as a new row. Keep the most recently updated row, then the
 -- latest move-in, then the highest resident_id, so reruns pick the same row every time.
 -- Incremental by person: a daily run re-deduplicates only the persons whose registry rows changed
--- (logged this run in int_person_changes); a full build does everyone. docs/dbt.md explains the strategy.
+-- (logged in int_person_changes since its last build); a full build does everyone. docs/dbt.md explains the strategy.
 
 {{
     config(
         materialized='incremental',
         incremental_strategy='append',
         on_schema_change='fail',
-        pre_hook=["{{ delete_changed_subjects('mois_residents') }}"]
+        pre_hook=["{{ delete_changed_subjects('mois_residents') }}"],
+        post_hook=["{{ record_build() }}"]
     )
 }}
 
@@ -26,9 +27,7 @@ residents as (
 {% if is_incremental() %}
 changed_subjects as (
 
-    select distinct subject_pseudonym
-    from {{ ref('int_person_changes') }}
-    where source = 'mois_residents' and changed_at = {{ run_started_at_ts() }}
+    {{ changed_subjects('mois_residents') }}
 
 ),
 {% endif %}
@@ -46,7 +45,7 @@ candidates as (
 
 deduplicated as (
 
-    select *
+    select * exclude (loaded_at)
     from candidates
     qualify row_number() over (
         partition by subject_pseudonym

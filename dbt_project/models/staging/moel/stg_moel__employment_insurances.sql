@@ -1,6 +1,7 @@
 -- Raw rrn is read here and only here: it leaves as subject_pseudonym. Workplace names stay in the
--- validated zone. Incremental like stg_mois__residents: about one enrolment per four persons, so
--- the HMAC matters; only new or changed rows pay for it, vanished rows are deleted (docs/dbt.md).
+-- validated zone. Incremental like stg_mois__residents (macros/incremental_staging.sql): about
+-- one enrolment per four persons, so the HMAC matters. A CSV drop is always a full snapshot: every
+-- row is read and compared with the warehouse copy; vanished rows are deleted.
 
 {{
     config(
@@ -8,9 +9,7 @@
         incremental_strategy='delete+insert',
         unique_key='enrolment_id',
         on_schema_change='fail',
-        post_hook=[
-            "{{ delete_vanished_rows('enrolment_id', source('moel', 'employment_insurance')) }}"
-        ]
+        post_hook=["{{ delete_removed_rows('enrolment_id', source('moel', 'employment_insurance')) }}"]
     )
 }}
 
@@ -18,7 +17,7 @@ with
 
 source as (
 
-    select * from {{ source('moel', 'employment_insurance') }}
+    {{ partition_rows(source('moel', 'employment_insurance')) }}
 
 ),
 
@@ -37,7 +36,8 @@ renamed as (
         {{ parse_yyyymmdd('acquired_date') }} as acquired_on,
         {{ parse_yyyymmdd('lost_date') }} as lost_on,
         cast(monthly_wage as bigint) as monthly_wage_krw,
-        cast(updated_at as timestamp) as updated_at
+        cast(updated_at as timestamp) as updated_at,
+        {{ run_started_at_ts() }} as loaded_at
 
     from changed
 

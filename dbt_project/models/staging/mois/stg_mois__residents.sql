@@ -1,12 +1,10 @@
 -- Raw rrn is read here and only here: it leaves as subject_pseudonym (zd_pseudonym is the TEMP
 -- macro created per connection by zerodoc.transform.dbt_plugin). Name and address are not needed
 -- by any shared dataset, so they stay in the validated zone (data minimisation).
--- Incremental: the HMAC is the expensive part, so only rows new or changed since the warehouse
--- copy (updated_at differs) are re-pseudonymised. docs/dbt.md explains the strategy.
--- Deletions (docs/sources.md): a cancelled registration arrives as a tombstone (_op = 'delete'),
--- whose key the post-hook deletes. Keys merely absent from the partition are deleted only when it
--- is a full snapshot (_op = 'snapshot', or no _op at all); an incremental window (_op = 'upsert')
--- holds only what changed, so absence there means nothing.
+-- Incremental (macros/incremental_staging.sql): the partition is a full snapshot or an incremental
+-- window; only new or changed rows are re-pseudonymised and stamped loaded_at. A cancelled
+-- registration arrives as a tombstone (_op = 'delete', docs/sources.md) and is deleted by the
+-- post-hook, as are keys absent from a full snapshot; a window's absent keys mean nothing.
 
 {{
     config(
@@ -14,37 +12,15 @@
         incremental_strategy='delete+insert',
         unique_key='resident_id',
         on_schema_change='fail',
-        post_hook=[
-            "{% if is_incremental() %}
-            {% set partition %}
-                select * from {{ source('mois', 'residents') }}
-                union all by name select cast(null as varchar) as _op where false
-            {% endset %}
-            delete from {{ this }} where resident_id in (
-                select cast(resident_id as bigint) from ({{ partition }}) where _op = 'delete'
-            ) or (
-                resident_id not in (select cast(resident_id as bigint) from ({{ partition }}))
-                and exists (select 1 from ({{ partition }}) where _op = 'snapshot' or _op is null)
-            )
-            {% endif %}"
-        ]
+        post_hook=["{{ delete_removed_rows('resident_id', source('mois', 'residents')) }}"]
     )
 }}
 
 with
 
--- Partitions written before _op existed lack the column: UNION ALL BY NAME adds it as NULL.
-source_rows as (
-
-    select * from {{ source('mois', 'residents') }}
-    union all by name
-    select cast(null as varchar) as _op where false
-
-),
-
 source as (
 
-    select * exclude (_op) from source_rows where _op is distinct from 'delete'
+    {{ partition_rows(source('mois', 'residents')) }}
 
 ),
 
@@ -64,7 +40,8 @@ renamed as (
         cast(household_id as bigint) as household_id,
         cast(sigungu_code as varchar) as sigungu_code,
         {{ parse_yyyymmdd('moved_in_date') }} as moved_in_on,
-        cast(updated_at as timestamp) as updated_at
+        cast(updated_at as timestamp) as updated_at,
+        {{ run_started_at_ts() }} as loaded_at
 
     from changed
 

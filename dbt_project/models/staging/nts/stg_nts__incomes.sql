@@ -1,7 +1,8 @@
 -- Raw rrn is read here and only here: it leaves as subject_pseudonym, the same keyed pseudonym
 -- MOIS rows get, so income joins residence without any national ID in the warehouse.
--- Incremental like stg_mois__residents: only new or changed rows (updated_at differs) pay for the
--- HMAC; rows gone from today's snapshot are deleted by the post-hook (docs/dbt.md).
+-- Incremental like stg_mois__residents (macros/incremental_staging.sql): a full snapshot or an
+-- incremental window; only new or changed rows pay for the HMAC. NTS deletes returns physically,
+-- so a withdrawn return disappears only when a full snapshot no longer has it.
 
 {{
     config(
@@ -9,9 +10,7 @@
         incremental_strategy='delete+insert',
         unique_key='income_id',
         on_schema_change='fail',
-        post_hook=[
-            "{{ delete_vanished_rows('income_id', source('nts', 'income')) }}"
-        ]
+        post_hook=["{{ delete_removed_rows('income_id', source('nts', 'income')) }}"]
     )
 }}
 
@@ -19,7 +18,7 @@ with
 
 source as (
 
-    select * from {{ source('nts', 'income') }}
+    {{ partition_rows(source('nts', 'income')) }}
 
 ),
 
@@ -39,7 +38,8 @@ renamed as (
         cast(business_income as bigint) as business_income_krw,
         cast(other_income as bigint) as other_income_krw,
         {{ parse_yyyymmdd('filed_date') }} as filed_on,
-        cast(updated_at as timestamp) as updated_at
+        cast(updated_at as timestamp) as updated_at,
+        {{ run_started_at_ts() }} as loaded_at
 
     from changed
 
