@@ -132,15 +132,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_api_workers(env: dict[str, str], log_path: Path, workers: int = 2) -> tuple[subprocess.Popen, int]:
-    """uvicorn serving the API with `workers` processes in its own session; returns once all started."""
+def start_api_workers(
+    env: dict[str, str], log_path: Path, workers: int = 2, *, cli: bool = False
+) -> tuple[subprocess.Popen, int]:
+    """uvicorn serving the API with `workers` processes in its own session; returns once all started.
+
+    cli=True starts it as operators and docker-compose.yaml do, with `zerodoc serve` (access log on)."""
     port = free_port()
+    if cli:
+        argv = [str(Path(sys.executable).with_name("zerodoc")), "serve", "--port", str(port), "--workers", str(workers)]
+    else:
+        argv = [sys.executable, "-m", "uvicorn", "zerodoc.api.app:create_app", "--factory", "--port", str(port),
+                "--workers", str(workers), "--no-access-log"]  # fmt: skip
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "zerodoc.api.app:create_app", "--factory", "--port", str(port),
-             "--workers", str(workers), "--no-access-log"],
-            env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            argv, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.monotonic() + 120
     while log_path.read_text(errors="replace").count("Application startup complete") < workers:
         if proc.poll() is not None or time.monotonic() > deadline:
