@@ -96,3 +96,14 @@ def test_incremental_pushdown_on_postgres_and_rest_equals_the_file_filter(source
         monkeypatch.setenv("AIRFLOW_CONN_ZERODOC_FSC", url)
         for d, t in local.items():  # the file stand-in has no pages: compare the declared columns
             assert pq.read_table(extract(q, d, cfg, mode="incremental").path, columns=declared).equals(t)
+
+
+def test_a_window_says_it_is_one_even_without_a_soft_delete_column(source):
+    """Staging deletes keys absent from a snapshot, never from a window: a window of an entity without
+    `deleted_column` must still mark its rows `_op = 'upsert'`; a full extract stays as before (no _op)."""
+    cfg = source
+    assert agencies()["moj"].entities["foreign_residents"].deleted_column is None
+    window = pq.read_table(extract(Q, "2026-10-15", cfg, mode="incremental").path)
+    assert window.num_rows and set(window["_op"].to_pylist()) == {"upsert"}
+    full = pq.read_table(extract(Q, "2026-10-16", cfg, mode="full").path)
+    assert "_op" not in full.schema.names

@@ -75,9 +75,10 @@ def arrow_schema(entity: Entity) -> pa.Schema:
     return pa.schema([(c, ARROW[t]) for c, t in entity.columns.items()])
 
 
-def raw_schema(entity: Entity) -> pa.Schema:
+def raw_schema(entity: Entity, windowed: bool = False) -> pa.Schema:
     """Declared columns; CSV and REST entities add their provenance and parse-error columns, and
-    entities with a soft-delete column the row's operation `_op` (OP_FIELD)."""
+    entities with a soft-delete column, or any incremental window, the row's operation `_op` (OP_FIELD):
+    staging must tell a window from a snapshot to know whether an absent key was deleted."""
     schema = arrow_schema(entity)
     if entity.kind == "csv":
         from zerodoc.sources.csvdrop import META_FIELDS
@@ -85,7 +86,7 @@ def raw_schema(entity: Entity) -> pa.Schema:
         schema = pa.schema(list(schema) + [pa.field(n, t) for n, t in META_FIELDS])
     if entity.kind == "rest":
         schema = pa.schema(list(schema) + [pa.field(n, t) for n, t in REST_META_FIELDS])
-    if entity.deleted_column is not None:
+    if entity.deleted_column is not None or windowed:
         schema = schema.append(pa.field(OP_FIELD, pa.string()))
     return schema
 
@@ -105,6 +106,9 @@ def with_ops(batches: Iterator[pa.RecordBatch], entity: Entity, snapshot: bool) 
     kept = {entity.key, entity.cursor, entity.deleted_column}
     live = OP_SNAPSHOT if snapshot else OP_UPSERT
     for batch in batches:
+        if entity.deleted_column is None:  # a window of an entity without soft deletes: all live
+            yield batch.append_column(OP_FIELD, pa.array([live] * batch.num_rows, pa.string()))
+            continue
         mark = batch.column(batch.schema.get_field_index(entity.deleted_column))
         deleted = pc.fill_null(mark, False) if pa.types.is_boolean(mark.type) else pc.is_valid(mark)
         if pc.any(deleted).as_py():
@@ -777,7 +781,7 @@ def extract(
         if entity.cursor is None or entity.kind == "csv":
             raise SourceDataError(f"{qualified}: incremental mode needs a cursor column and a queryable source")
         window = window_for(entity, logical_date, cfg)
-    schema = raw_schema(entity)
+    schema = raw_schema(entity, windowed=window is not None)
     file_stats: list = []
 
     def manifest_extra() -> dict:
@@ -801,7 +805,7 @@ def extract(
     if window is not None:
         # Read before the partition is replaced: this date's own previous rows never count as seen.
         batches = drop_seen(batches, entity, already_extracted(entity, logical_date, window, cfg))
-    if entity.deleted_column is not None:
+    if entity.deleted_column is not None or window is not None:
         batches = with_ops(batches, entity, snapshot=window is None)
     counts = {"parse_errors": 0, "tombstones": 0}
 
