@@ -267,10 +267,11 @@ def test_two_replicas_behind_haproxy_share_limit_and_audit_chain_and_survive_a_k
     kill, down = killed_at[0], down_at[0]
     statuses_b = Counter(str(s) for _, _, s in results)
     failed = [(sent, s) for sent, _, s in results if s != 200]
-    # What the config allows: a request already sent to the replica that died is never replayed, so
-    # the requests in flight on it fail (HAProxy answers 502, or closes a keep-alive client connection
-    # without an answer so that the client may retry); at most one per client connection. A request
-    # that finds it dead before HAProxy's checks do is retried on the other replica (retry-on conn-failure).
+    # What the config allows: a request already handed to the replica that died is never replayed, so
+    # those in flight on it, or sent over an open connection to it before HAProxy noticed, fail (502, or
+    # a keep-alive client connection closed without an answer so that the client may retry): at most
+    # one per client connection, as a new one never starts on a reused server connection. A request
+    # that cannot connect to it is retried on the other replica (retry-on conn-failure).
     assert all(s in (502, 503, 504) or isinstance(s, str) for _, s in failed), statuses_b
     assert len(failed) <= PHASE_B[0], statuses_b
     assert all(sent < down for sent, _ in failed), (failed, kill, down)  # none once it was out
