@@ -13,11 +13,13 @@ import pytest
 from zerodoc.config import Settings
 from zerodoc.privacy import contains_rrn, hmac_pads, normalize_id, pseudonymize
 from zerodoc.transform.runner import (
+    DAILY_BUILD_ARGS,
     DbtRunError,
     contract_columns,
     contract_hash,
     export_mart,
     run_dbt,
+    warehouse_needs_full_refresh,
 )
 
 from .conftest import DS, INCOME, RESIDENTS, write_validated_zone
@@ -212,6 +214,22 @@ def test_bad_logical_date_is_rejected_before_dbt_runs(tmp_path):
         run_dbt(["build"], ds="2025/03/01", cfg=Settings(home=tmp_path))
     with pytest.raises(ValueError, match="--vars"):
         run_dbt(["build", "--vars", "{ds: 2025-03-01}"], ds=DS, cfg=Settings(home=tmp_path))
+
+
+def test_a_warehouse_built_before_the_run_stamps_asks_for_one_full_refresh(tmp_path, monkeypatch):
+    """A daily run would stop at on_schema_change='fail'; the runner says what to do before dbt starts."""
+    monkeypatch.setenv("ZERODOC_HOME", str(tmp_path))
+    cfg = Settings(home=tmp_path)
+    cfg.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(cfg.warehouse_path)) as con:
+        con.execute("create schema staging")
+        con.execute("create table staging.stg_mois__residents (resident_id bigint, updated_at timestamp)")
+    assert warehouse_needs_full_refresh(cfg) == "staging's run stamps"
+    with pytest.raises(DbtRunError, match=r"built before staging's run stamps: .*--full-refresh"):
+        run_dbt(list(DAILY_BUILD_ARGS), ds=DS, cfg=cfg)
+    with duckdb.connect(str(cfg.warehouse_path)) as con:
+        con.execute("alter table staging.stg_mois__residents add column loaded_at timestamp")
+    assert warehouse_needs_full_refresh(cfg) is None
 
 
 def test_contract_is_enforced_when_a_mart_column_type_changes(tmp_path, monkeypatch):

@@ -28,6 +28,12 @@ _FAILED = {"error", "fail", "runtime error"}
 # fixture rows, not the day's data, so they run in CI (tests/transform) and on full builds, not on
 # each logical date (docs/dbt.md "The daily run"). The pipeline and the benchmarks both use this.
 DAILY_BUILD_ARGS = ("build", "--exclude-resource-type", "unit_test")
+# Columns incremental models gained after warehouses were built without them: such a model has
+# on_schema_change='fail', so the daily run would stop at it. (table, column, what changed.)
+SCHEMA_MARKERS = (
+    ("intermediate", "int_households_sized", "updated_at", "the affected-key models"),
+    ("staging", "stg_mois__residents", "loaded_at", "staging's run stamps"),
+)
 
 
 class DbtRunError(RuntimeError):
@@ -112,6 +118,14 @@ def run_dbt(args: list[str], ds: str, cfg: Settings | None = None) -> RunSummary
         raise ValueError("pass the logical date as ds=, not --vars: each run reads only its own partition")
     cfg = cfg or Settings.from_env()
     _ = cfg.pseudonym_key  # fail fast with ConfigError, before dbt wraps it in a plugin import error
+    if args and args[0] in ("build", "run") and "--full-refresh" not in args:
+        stale = warehouse_needs_full_refresh(cfg)
+        if stale:
+            raise DbtRunError(
+                f"the warehouse {cfg.warehouse_path} was built before {stale}: rebuild it once with"
+                f" `dbt build --full-refresh` for ds={ds} (zerodoc.transform.runner.run_dbt(['build',"
+                f" '--full-refresh'], ds), or dbt_project/README.md by hand); daily runs work again after that"
+            )
     cfg.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     project = cfg.dbt_project_dir
     full_args = [
@@ -151,6 +165,24 @@ def run_dbt(args: list[str], ds: str, cfg: Settings | None = None) -> RunSummary
             raise DbtRunError(f"dbt {' '.join(args)} for ds={ds} failed: {detail}", summary)
         raise DbtRunError(f"dbt {' '.join(args)} for ds={ds} did not run: {res.exception}", summary)
     return summary
+
+
+def warehouse_needs_full_refresh(cfg: Settings) -> str | None:
+    """What the warehouse predates, when an incremental model in it lacks a column it has gained since
+    (its daily run would fail on on_schema_change='fail'); None for a current or new warehouse."""
+    import duckdb
+
+    if not cfg.warehouse_path.exists():
+        return None
+    with duckdb.connect(str(cfg.warehouse_path), read_only=True) as con:
+        found = set(
+            con.execute("select table_schema, table_name, column_name from information_schema.columns").fetchall()
+        )
+    tables = {(s, t) for s, t, _ in found}
+    for schema, table, column, change in SCHEMA_MARKERS:
+        if (schema, table) in tables and (schema, table, column) not in found:
+            return change
+    return None
 
 
 def _release_warehouse() -> None:
