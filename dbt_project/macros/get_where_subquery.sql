@@ -1,8 +1,9 @@
 {#- Data tests on a daily run look only at what the run wrote where that is cheap (docs/dbt.md
     "Data tests on a daily run"). dbt_project.yml sets `where: __written_this_run__` on every data
-    test; this override (dbt's documented hook for `where`) turns the placeholder into "person logged
-    as changed this run" for the person-keyed intermediates and the views over them, and into no
-    filter everywhere else. The affected-key marts are tested whole: filtering a 10M-row mart by its
+    test; this override (dbt's documented hook for `where`) turns the placeholder into "every row of a
+    key staging wrote in this invocation" for the stamped staging models, "person logged as changed
+    this run" for the person-keyed intermediates and the views over them, and into no filter
+    everywhere else. The affected-key marts are tested whole: filtering a 10M-row mart by its
     ~7 % affected keys (a semi join on 64-character pseudonyms) cost more than the tests it saved
     (35 s of daily tests vs 26 s unscoped at 10M persons). A written key is checked against every
     row with the same key (unique) and the whole parent (relationships); rows a run did not write
@@ -28,6 +29,10 @@
     {%- set changes = adapter.get_relation(target.database, 'intermediate', 'int_person_changes') if execute else none -%}
     {%- if flags.FULL_REFRESH or not changes -%}
         {{- return('true') -}}
+    {%- elif name in stamped_staging_keys() -%}
+        {#- Every row of each key staging wrote in this invocation (loaded_at, macros/incremental_staging.sql). -#}
+        {%- set key = stamped_staging_keys()[name] -%}
+        {{- return(key ~ ' in (select ' ~ key ~ ' from ' ~ relation ~ ' where loaded_at = ' ~ run_started_at_ts() ~ ')') -}}
     {%- elif name in ('int_residents_deduplicated', 'int_persons', 'int_incomes_latest_filing', 'income_v1') -%}
         {#- The persons logged as changed by this invocation; everyone on a build that logged 'all'. -#}
         {%- set now = 'changed_at = ' ~ run_started_at_ts() -%}
@@ -39,4 +44,14 @@
     {%- else -%}
         {{- return('true') -}}
     {%- endif -%}
+{%- endmacro %}
+
+{#- Staging models that stamp the rows they write, and their keys. -#}
+{% macro stamped_staging_keys() -%}
+    {{ return({
+        'stg_mois__residents': 'resident_id',
+        'stg_mois__households': 'household_id',
+        'stg_nts__incomes': 'income_id',
+        'stg_moel__employment_insurances': 'enrolment_id',
+    }) }}
 {%- endmacro %}

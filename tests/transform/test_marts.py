@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from zerodoc.config import REPO_ROOT as REPO
 from zerodoc.config import Settings
 from zerodoc.privacy import pseudonymize
 from zerodoc.transform.runner import contract_hash, run_dbt
@@ -67,6 +68,31 @@ def test_new_marts_build_with_enforced_contracts(built):
     ):
         assert statuses[f"unit_test.zerodoc.victim_support_eligibility_v1.{unit}"] == "pass"
     assert statuses["unit_test.zerodoc.employment_v1.test_employment_status_on_as_of"] == "pass"
+
+
+def test_every_contracted_not_null_column_is_not_null_in_the_warehouse(built):
+    """Mart columns with a not_null constraint carry no not_null data test: DuckDB must enforce it instead."""
+    import yaml
+
+    cfg, _ = built
+    spec = yaml.safe_load((REPO / "dbt_project" / "models" / "marts" / "shared" / "_marts__models.yml").read_text())
+    with duckdb.connect(str(cfg.warehouse_path), read_only=True) as con:
+        kinds = dict(con.execute("select table_name, table_type from information_schema.tables"
+                                 " where table_schema = 'shared'").fetchall())  # fmt: skip
+        nullable = dict(((t, c), n) for t, c, n in con.execute(
+            "select table_name, column_name, is_nullable from information_schema.columns where table_schema = 'shared'"
+        ).fetchall())  # fmt: skip
+    checked = 0
+    for model in spec["models"]:
+        for col in model.get("columns", []):
+            if any(c.get("type") == "not_null" for c in col.get("constraints", [])):
+                tests = [t for t in col.get("data_tests", []) if t == "not_null" or "not_null" in t]
+                if kinds[model["name"]] == "VIEW":
+                    assert tests, f"{model['name']}.{col['name']}: a view enforces nothing, keep the data test"
+                else:
+                    assert nullable[(model["name"], col["name"])] == "NO", (model["name"], col["name"])
+                    checked += 1
+    assert checked >= 24
 
 
 def test_employment_status_per_person(built, pseudonym_key):
