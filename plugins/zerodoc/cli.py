@@ -52,8 +52,16 @@ class Steps:
         self.out = out or console
         self.total, self.done = total, 0
         self.live = self.out.is_terminal
-        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=self.out, disable=not self.live, transient=False)
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.out,
+            disable=not self.live,
+            transient=False,
+        )
         self.task = self.bar.add_task("", total=total)
 
     def __enter__(self) -> Steps:
@@ -99,11 +107,16 @@ def generate(
     from zerodoc.sources.servers import load_servers as load
 
     if persons < 1000:
-        _fail(f"--persons {persons} is too small: every defect kind needs at least 1000 persons",
-              "use --persons 1000 or more (make run uses 20000)")
+        _fail(
+            f"--persons {persons} is too small: every defect kind needs at least 1000 persons",
+            "use --persons 1000 or more (make run uses 20000)",
+        )
     cfg = settings()
-    servers = {code: a for code, a in agencies().items()
-               if load_servers and a.kind in ("postgres", "mysql") and connection_uri(a.conn_id) is not None}
+    servers = {
+        code: a
+        for code, a in agencies().items()
+        if load_servers and a.kind in ("postgres", "mysql") and connection_uri(a.conn_id) is not None
+    }
     counts: dict[str, int] = {}
     with Steps(2 + len(servers)) as steps:
         with steps.step(f"generating {persons:,} persons (seed {seed}) under {cfg.sources_dir}"):
@@ -115,9 +128,11 @@ def generate(
                 try:
                     counts.update(load({code: agency}, cfg))
                 except Exception as exc:  # noqa: BLE001 - say which server and what to check, not a traceback
-                    _fail(f"loading the {code} server failed: {exc}",
-                          f"check that the server behind AIRFLOW_CONN_{agency.conn_id.upper()} is up and "
-                          "reachable, or rerun with --no-load-servers to use the file stand-ins only")
+                    _fail(
+                        f"loading the {code} server failed: {exc}",
+                        f"check that the server behind AIRFLOW_CONN_{agency.conn_id.upper()} is up and "
+                        "reachable, or rerun with --no-load-servers to use the file stand-ins only",
+                    )
     for q, n in counts.items():
         console.print(f"loaded {n:,} rows into the {q} server table")
     console.print_json(json.dumps(expected))
@@ -185,9 +200,11 @@ def backfill(
                 failed.append(ds)
                 console.print(f"[red]{ds} failed:[/red] {'; '.join(summary.problems)} (task logs: {summary.log_path})")
     if failed:
-        _fail(f"{len(failed)} of {len(days)} dates failed: {', '.join(failed)}",
-              f"read the task logs named above, fix the cause, then `zerodoc backfill --start {failed[0]} --end {end}`"
-              " (dates that succeeded are replaced with the same result)")
+        _fail(
+            f"{len(failed)} of {len(days)} dates failed: {', '.join(failed)}",
+            f"read the task logs named above, fix the cause, then `zerodoc backfill --start {failed[0]} --end {end}`"
+            " (dates that succeeded are replaced with the same result)",
+        )
     console.print(f"backfilled {len(days)} dates, {start} … {end}")
 
 
@@ -196,11 +213,20 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ZERODOC_API_FORWARDED_ALLOW_IPS",
+            help="Behind a load balancer: its addresses or networks, comma-separated. Only requests from them may"
+            " name the client in X-Forwarded-For, which then keys unauthenticated callers' rate limit. Unset: the"
+            " header is ignored.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the evidence API over the published datasets."""
     from zerodoc.api.cli import serve as api_serve
 
-    api_serve(host=host, port=port, workers=workers)
+    api_serve(host=host, port=port, workers=workers, forwarded_allow_ips=forwarded_allow_ips)
 
 
 @app.command("env", rich_help_panel=OPERATIONS)
@@ -231,8 +257,9 @@ def publish_list(dataset: str) -> None:
     table = Table("version", "as_of", "rows", "validation runs", "current")
     for v in store.list_versions(dataset):
         meta = store.load_version(dataset, v).metadata
-        table.add_row(v, meta["as_of"], f"{meta['row_count']:,}", ", ".join(meta["validation_runs"]),
-                      "◀" if v == cur else "")
+        table.add_row(
+            v, meta["as_of"], f"{meta['row_count']:,}", ", ".join(meta["validation_runs"]), "◀" if v == cur else ""
+        )
     console.print(table)
 
 
@@ -268,8 +295,10 @@ def cluster_up() -> None:
         cluster.up(cfg, log=console.print)
     except (RuntimeError, TimeoutError) as exc:
         _fail(str(exc), "check the component logs under $ZERODOC_HOME/cluster/logs, then `zerodoc cluster down`")
-    console.print(f"Airflow UI: http://127.0.0.1:{cluster.api_port()}  (users in "
-                  f"{cluster.cluster_dir(cfg) / 'airflow' / 'passwords.json'})")
+    console.print(
+        f"Airflow UI: http://127.0.0.1:{cluster.api_port()}  (users in "
+        f"{cluster.cluster_dir(cfg) / 'airflow' / 'passwords.json'})"
+    )
     console.print(f"Evidence API: http://127.0.0.1:{cluster.evidence_port()}")
 
 
@@ -316,8 +345,9 @@ def _register_optional() -> None:
     from zerodoc.audit.cli import audit_verify
     from zerodoc.audit.validation_log import validation_verify
 
-    app.add_typer(consumer_app, name="consumer", help="Create, list, rotate and revoke API consumers.",
-                  rich_help_panel=SHARING)
+    app.add_typer(
+        consumer_app, name="consumer", help="Create, list, rotate and revoke API consumers.", rich_help_panel=SHARING
+    )
     app.add_typer(keys_app, name="keys", help="Evidence signing keys: rotate, list.", rich_help_panel=SHARING)
     evidence_app = typer.Typer(help="Check signed evidence answers.", no_args_is_help=True)
     evidence_app.command("verify")(evidence_verify)

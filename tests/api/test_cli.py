@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 
+import pytest
 import typer
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -12,7 +15,7 @@ from zerodoc.api.app import create_app
 from zerodoc.api.cli import consumer_app, evidence_verify, keys_app
 from zerodoc.api.consumers import add_consumer, authenticate, list_consumers, revoke_consumer, rotate_consumer
 
-from .support import bearer, body
+from .support import bearer, body, start_api_workers, stop_api_workers
 
 runner = CliRunner()
 
@@ -114,3 +117,43 @@ def test_old_answers_verify_with_a_fresh_server_after_rotation(published, keys, 
     with TestClient(create_app(published, rate_per_sec=0)) as c:
         jwks = c.get("/.well-known/jwks.json").json()
     assert len(jwks["keys"]) == 3 and verify_evidence(old, jwks)
+
+
+def _anonymous_statuses(port: int, forwarded_for: list[str]) -> list[int]:
+    """One unauthenticated evidence request per entry, naming that client in X-Forwarded-For."""
+    statuses = []
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for client in forwarded_for:
+        conn.request("POST", "/v1/evidence", json.dumps(body()),
+                     {"Content-Type": "application/json", "X-Forwarded-For": client})  # fmt: skip
+        response = conn.getresponse()
+        response.read()
+        statuses.append(response.status)
+    conn.close()
+    return statuses
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected"),
+    [
+        # The test client (127.0.0.1) is the trusted balancer: 10.0.0.1 spends its burst of 2, others have their own.
+        ("127.0.0.1", [401, 401, 429, 401, 401]),
+        # Not trusted: every request is 127.0.0.1's whatever the header says, so forging it buys no new bucket.
+        (None, [401, 401, 429, 429, 429]),
+    ],
+)
+def test_serve_trusts_x_forwarded_for_only_from_the_load_balancer(cfg, tmp_path, trusted, expected):
+    """`zerodoc serve --forwarded-allow-ips` (compose passes the HAProxy address): unauthenticated callers behind
+    the load balancer get a rate-limit bucket each instead of sharing the balancer's."""
+    env = {**os.environ, "ZERODOC_HOME": str(cfg.home), "ZERODOC_API_RATE_PER_SEC": "0.001",
+           "ZERODOC_API_RATE_BURST": "2"}  # fmt: skip
+    for name in ("ZERODOC_API_RATE_REDIS_URL", "ZERODOC_API_FORWARDED_ALLOW_IPS"):
+        env.pop(name, None)
+    if trusted:
+        env["ZERODOC_API_FORWARDED_ALLOW_IPS"] = trusted
+    proc, port = start_api_workers(env, tmp_path / "serve.log", workers=1, cli=True)
+    try:
+        statuses = _anonymous_statuses(port, ["10.0.0.1", "10.0.0.1", "10.0.0.1", "10.0.0.2", "10.0.0.3"])
+    finally:
+        stop_api_workers(proc)
+    assert statuses == expected

@@ -125,3 +125,18 @@ def test_healthchecks_ask_routes_that_exist(cfg):
     (monitor,) = re.findall(r"^\s*monitor-uri (\S+)$", text, re.M)
     (bind,) = BIND.finditer(text)
     assert f"/dev/tcp/127.0.0.1/{bind['port']}" in script and f"GET {monitor} " in script
+
+
+def test_only_the_load_balancer_may_name_the_client():
+    """The replicas honour X-Forwarded-For from HAProxy's fixed address and nobody else's (tests/api/test_cli.py
+    shows what trusting it changes), and HAProxy sets the header rather than appending to what a client sent."""
+    import ipaddress
+
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    trusted = services["evidence-api"]["environment"]["ZERODOC_API_FORWARDED_ALLOW_IPS"]
+    lb_address = services["evidence-lb"]["networks"]["default"]["ipv4_address"]
+    assert trusted == lb_address
+    (subnet,) = [c["subnet"] for c in compose["networks"]["default"]["ipam"]["config"]]
+    assert ipaddress.ip_address(lb_address) in ipaddress.ip_network(subnet)
+    assert re.search(r"^\s*http-request set-header X-Forwarded-For %\[src\]$", HAPROXY_CFG.read_text(), re.M)

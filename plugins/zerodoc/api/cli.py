@@ -70,16 +70,21 @@ def revoke(name: str) -> None:
     typer.echo(f"revoked {name}")
 
 
-def serve(
-    host: str = typer.Option("127.0.0.1", help="Bind address."),
-    port: int = typer.Option(8000, help="Port."),
-    workers: int = typer.Option(1, help="Worker processes; all map one shared index file per dataset version."),
-) -> None:
-    """Run the evidence API with uvicorn."""
+def serve(host: str, port: int, workers: int, forwarded_allow_ips: str | None = None) -> None:
+    """Run the evidence API with uvicorn (`zerodoc serve`). X-Forwarded-For is honoured only from
+    `forwarded_allow_ips` (a load balancer's addresses or networks); unset, nobody can pick their client address."""
     import uvicorn
 
     # The access log records method and path only; subject IDs travel in POST bodies, never in URLs.
-    uvicorn.run("zerodoc.api.app:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=False)
+    uvicorn.run(
+        "zerodoc.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=bool(forwarded_allow_ips),
+        forwarded_allow_ips=forwarded_allow_ips,
+    )
 
 
 keys_app = typer.Typer(help="Evidence signing keys (Ed25519) published in the JWKS.", no_args_is_help=True)
