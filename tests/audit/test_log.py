@@ -198,3 +198,39 @@ def test_the_kept_descriptor_follows_the_path_when_the_log_is_moved_or_removed(t
     assert log.append(path="/v1/evidence", status=200)["seq"] == 3 and verify_chain(path).ok
     log.close()
     assert log.append(path="/v1/evidence", status=200)["seq"] == 4
+
+
+def test_template_lines_are_byte_for_byte_the_canonical_record_for_awkward_values():
+    """chain() builds most lines from cached text around the varying values; it must equal the general path."""
+    import random
+
+    from zerodoc.audit import log as audit_log
+
+    texts = [None, "", "plain", "900101-1234567", 'x"y', "a\\b", "한글", "tab\tx", "\x7f", "9001011234567", "\u2028"]
+    rng = random.Random(7)
+    used_template = 0
+    for _ in range(3000):
+        fields = {k: rng.choice(texts) for k in audit_log.RECORD_FIELDS if rng.random() < 0.8}
+        fields["fields"] = rng.choice([[], ["a", "b"], ["x", "900101-1234567"], ['"q'], ["a", 1]])
+        fields["status"] = rng.choice([200, 404, -1, 10**20, True, None, 2.5, "s"])
+        prev = rng.choice([audit_log.GENESIS_HASH, "ab" * 32, 'we"ird'])
+        records, lines = audit_log.chain([fields], 41, prev)
+        general = audit_log.scrubbed_record(fields)
+        general.update(seq=42, ts=records[0]["ts"], prev_hash=prev)
+        line, digest = audit_log._line_and_hash(general)
+        general["hash"] = digest
+        assert lines == [line] and records == [general], fields
+        used_template += audit_log._template(fields) is not None
+    assert used_template > 1000  # the cached path was exercised, not only the fallback
+
+
+def test_a_write_by_another_process_between_batches_is_chained_onto(tmp_path):
+    """The tail remembered after a batch is used only while nobody else has appended since."""
+    path = tmp_path / "evidence.log"
+    mine, other = AuditLog(path), AuditLog(path)
+    mine.append(decision="allowed", status=200, reason="health")
+    other.append(decision="allowed", status=200, reason="health")
+    third = mine.append(decision="allowed", status=200, reason="health")
+    assert third["seq"] == 3
+    result = verify_chain(path)
+    assert result.ok and result.records == 3

@@ -221,6 +221,127 @@ def _read_tail(fd: int, size: int) -> tuple[int, str, int]:
     return int(last["seq"]), str(last["hash"]), pos + last_nl + 1
 
 
+# A record's canonical JSON, key by key in sorted order: seven values differ from record to record
+# (consent_id, hash, prev_hash, request_id, seq, subject_pseudonym, ts); the other eleven repeat
+# (the same consumer, purpose, dataset version, fields, decision...), so the text between the
+# varying ones is cut once per combination (_Template) and each record is a join of byte strings
+# and one SHA-256 instead of a sorted json.dumps of an 18-key dict.
+_VARYING = ("consent_id", "hash", "prev_hash", "request_id", "seq", "subject_pseudonym", "ts")
+_REPEATED = tuple(k for k in RECORD_FIELDS if k not in _VARYING)
+_ORDER = tuple(sorted((*RECORD_FIELDS, "seq", "ts", "prev_hash", "hash")))
+# The cuts below rely on this order (it is the alphabet's, so it only changes with the field names).
+assert _ORDER == (
+    "consent_id", "consumer", "dataset", "dataset_version", "decision", "evidence_type", "fields", "hash",
+    "method", "path", "prev_hash", "purpose", "reason", "request_id", "seq", "status", "subject_pseudonym", "ts",
+), _ORDER  # fmt: skip
+_encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
+
+
+def _json_text(value: str) -> bytes:
+    """json.dumps(value, ensure_ascii=False) as UTF-8 for text, without the encoder for the usual plain ASCII."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return b'"' + value.encode("ascii") + b'"'
+    return _encode(value).encode("utf-8")
+
+
+class _Template:
+    """The canonical text around a record's varying values, for one combination of repeated values."""
+
+    __slots__ = ("values", "after_consent", "before_prev", "before_request", "before_subject")
+
+    def __init__(self, values: dict[str, Any]):
+        self.values = values  # scrubbed
+        text = {k: _encode(values[k]).encode("utf-8") for k in _REPEATED}
+        self.after_consent = b"".join(
+            b',"' + k.encode("ascii") + b'":' + text[k]
+            for k in ("consumer", "dataset", "dataset_version", "decision", "evidence_type", "fields")
+        )
+        self.before_prev = b',"method":' + text["method"] + b',"path":' + text["path"] + b',"prev_hash":'
+        self.before_request = b',"purpose":' + text["purpose"] + b',"reason":' + text["reason"] + b',"request_id":'
+        self.before_subject = b',"status":' + text["status"] + b',"subject_pseudonym":'
+
+
+_TEMPLATES: dict[tuple[Any, ...], _Template] = {}
+_TEMPLATES_MAX = 1024
+
+
+def _template(fields: dict[str, Any]) -> _Template | None:
+    """The template for these repeated values, or None when one is not plain text, a whole number,
+    None or a list of text (that record takes canonical_json)."""
+    key = []
+    for k in _REPEATED:
+        v = fields.get(k)
+        kind = type(v)
+        if kind is list:
+            if not all(type(x) is str for x in v):
+                return None
+            v = ("list", *v)  # never equal to a text or number key
+        elif kind is not str and kind is not int and v is not None:
+            return None  # bool (hashes like 0/1 but encodes as true/false), float, dict, ...
+        key.append(v)
+    found = _TEMPLATES.get(tuple(key))
+    if found is None:
+        if len(_TEMPLATES) >= _TEMPLATES_MAX:
+            _TEMPLATES.clear()
+        scrubbed = scrubbed_record({k: fields.get(k) for k in _REPEATED})
+        found = _TEMPLATES[tuple(key)] = _Template({k: scrubbed[k] for k in _REPEATED})
+    return found
+
+
+def _varying(value: Any) -> tuple[Any, bytes] | None:
+    """A per-record value (consent_id, request_id, subject_pseudonym), scrubbed, and its JSON; None: not text."""
+    if value is None:
+        return None, b"null"
+    if type(value) is not str:
+        return None
+    if not (value.isascii() and value.isalnum() and not (len(value) == 13 and value.isdigit())):
+        if contains_rrn(value):  # not remembered as _clean does: these values rarely repeat
+            value = REDACTED
+    return value, _json_text(value)
+
+
+def _fast_line(fields: dict[str, Any], seq: int, ts_text: bytes, ts: str, prev_hash: str):
+    """(record, line, hash) from a template, or None when the record needs canonical_json."""
+    template = _template(fields)
+    if template is None:
+        return None
+    consent = _varying(fields.get("consent_id"))
+    request = _varying(fields.get("request_id"))
+    subject = _varying(fields.get("subject_pseudonym"))
+    if consent is None or request is None or subject is None:
+        return None
+    prev = prev_hash.encode("ascii")
+    prev_text = b'"' + prev + b'"' if prev_hash.isalnum() else _encode(prev_hash).encode("ascii")
+    head = b'{"consent_id":' + consent[1] + template.after_consent
+    tail = b"".join(
+        (
+            template.before_prev,
+            prev_text,
+            template.before_request,
+            request[1],
+            b',"seq":',
+            str(seq).encode("ascii"),
+            template.before_subject,
+            subject[1],
+            b',"ts":',
+            ts_text,
+            b"}",
+        )
+    )
+    digest = hashlib.sha256(prev + head + tail).hexdigest()
+    record = {
+        **template.values,
+        "consent_id": consent[0],
+        "request_id": request[0],
+        "subject_pseudonym": subject[0],
+        "seq": seq,
+        "ts": ts,
+        "prev_hash": prev_hash,
+        "hash": digest,
+    }
+    return record, head + b',"hash":"' + digest.encode("ascii") + b'"' + tail + b"\n", digest
+
+
 def _line_and_hash(record: dict[str, Any]) -> tuple[bytes, str]:
     """The record's log line and its hash, serialising it once instead of twice.
 
@@ -264,14 +385,19 @@ def chain(batch: list[dict[str, Any]], seq: int, prev_hash: str) -> tuple[list[d
     lines: list[bytes] = []
     # One time for the batch: its records are chained and written together, under one lock and one fsync.
     ts = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    ts_text = _encode(ts).encode("utf-8")
     for fields in batch:
-        record = scrubbed_record(fields)
         seq += 1
-        record["seq"] = seq
-        record["ts"] = ts
-        record["prev_hash"] = prev_hash
-        line, prev_hash = _line_and_hash(record)
-        record["hash"] = prev_hash
+        fast = _fast_line(fields, seq, ts_text, ts, prev_hash)
+        if fast is None:  # a value the templates do not take: the general path, same bytes
+            record = scrubbed_record(fields)
+            record["seq"] = seq
+            record["ts"] = ts
+            record["prev_hash"] = prev_hash
+            line, prev_hash = _line_and_hash(record)
+            record["hash"] = prev_hash
+        else:
+            record, line, prev_hash = fast
         records.append(record)
         lines.append(line)
     return records, lines
@@ -416,6 +542,9 @@ class AuditLog(GroupCommitLog):
         self._fd: int | None = None
         self._fd_id: tuple[int, int] | None = None
         self._fd_lock = threading.Lock()
+        # (file size, seq, hash) right after this process's last batch: while the size is still that,
+        # no other writer appended since and the tail need not be read back and parsed again.
+        self._tail: tuple[int, int, str] | None = None
 
     def describe(self) -> str:
         return str(self.path)
@@ -435,7 +564,12 @@ class AuditLog(GroupCommitLog):
                     fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
                     size = _SYS.size(fd)
-                    seq, prev_hash, offset = _read_tail(fd, size)
+                    tail = self._tail
+                    if tail is not None and tail[0] == size:
+                        offset, seq, prev_hash = tail
+                    else:
+                        seq, prev_hash, offset = _read_tail(fd, size)
+                    self._tail = None  # until this batch is durable
                     records, lines = chain(batch, seq, prev_hash)
                     if offset != size:  # a write torn by a crash: never answered, overwritten
                         _SYS.truncate(fd, offset)
@@ -444,6 +578,7 @@ class AuditLog(GroupCommitLog):
                     while written < len(data):
                         written += _SYS.pwrite(fd, data[written:], offset + written)
                     os.fsync(fd)  # milliseconds: the one call of the batch that lets go of the GIL
+                    self._tail = (offset + len(data), records[-1]["seq"], records[-1]["hash"])
                 finally:
                     _SYS.unlock(fd)
             except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -480,6 +615,7 @@ class AuditLog(GroupCommitLog):
         return fd
 
     def _close_descriptor(self) -> None:
+        self._tail = None
         if self._fd is not None:
             try:
                 os.close(self._fd)
