@@ -92,6 +92,18 @@ class ChangeWatch:
         self._finalizer = weakref.finalize(self, os.close, fd)
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
+        # The empty check on every request is a read(2) that fails with EAGAIN, made through
+        # ctypes.PyDLL so the GIL is kept: poll() from the select module lets go of it for the call,
+        # handing it to the audit writer thread and back, several times per request (one per user).
+        self._read = None
+        try:
+            pylibc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            read = pylibc.read
+            read.argtypes, read.restype = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t], ctypes.c_ssize_t
+            self._buf = ctypes.create_string_buffer(65536)
+            self._read = read
+        except (OSError, AttributeError):
+            pass
 
     @property
     def active(self) -> bool:
@@ -105,16 +117,27 @@ class ChangeWatch:
         """The current generation: the same number as last time exactly when nothing changed."""
         with self._lock:  # a reader consuming the events and the count moving are one step
             if self._fd is not None:
-                if not self._poll.poll(0):  # nothing queued: cheaper than a read that fails with EAGAIN
+                if self._read is not None:
+                    got = self._read(self._fd, self._buf, 65536)
+                    if got < 0:
+                        err = ctypes.get_errno()
+                        if err in (errno.EAGAIN, errno.EWOULDBLOCK):
+                            return self._generation  # nothing queued
+                        if err != errno.EINTR:  # interrupted: counted as a change, the safe side
+                            self._give_up(f"reading inotify events: {errno.errorcode.get(err, err)}")
+                    else:
+                        self._inspect(self._buf.raw[:got])
+                elif not self._poll.poll(0):  # nothing queued: cheaper than a read that fails with EAGAIN
                     return self._generation
-                try:
-                    data = os.read(self._fd, 65536)
-                except BlockingIOError:
-                    return self._generation
-                except OSError as exc:
-                    self._give_up(f"reading inotify events: {errno.errorcode.get(exc.errno, exc.errno)}")
                 else:
-                    self._inspect(data)
+                    try:
+                        data = os.read(self._fd, 65536)
+                    except BlockingIOError:
+                        return self._generation
+                    except OSError as exc:
+                        self._give_up(f"reading inotify events: {errno.errorcode.get(exc.errno, exc.errno)}")
+                    else:
+                        self._inspect(data)
             self._generation += 1
             return self._generation
 
