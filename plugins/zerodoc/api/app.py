@@ -470,7 +470,7 @@ class EvidenceService:
         """The response, once its audit record is fsync'd; 503 and no answer if it cannot be."""
         if outcome.audit is not None:
             try:
-                await self.audit.append_async(**outcome.audit)
+                await self.audit.append_fields_async(outcome.audit)  # a dict answer() or deny() made for it
             except AuditError:
                 log.exception("audit log write failed; refusing to answer")
                 return self._audit_unavailable()
