@@ -22,7 +22,7 @@ help: ## List the targets
 	.tools/bin/pip install --quiet uv
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --group dev
+	$(UV) sync --frozen --group dev --compile-bytecode
 	@touch $@
 
 .env: .env.example
