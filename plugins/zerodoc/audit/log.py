@@ -109,15 +109,20 @@ _CLEAN: set[str] = set()  # text values seen to hold no ID shape
 _CLEAN_MAX = 4096
 
 
-def _clean(text: str) -> bool:
-    """not contains_rrn(text), remembered for values that recur."""
-    if text in _CLEAN:
-        return True
+def _id_free(text: str) -> bool:
+    """not contains_rrn(text), without the regex for plain ASCII letters and digits."""
     if text.isascii() and text.isalnum() and not (len(text) == 13 and text.isdigit()):
         # ASCII letters and digits only (e.g. a hex pseudonym): the pattern wants no letter or digit
-        # on either side of its 13 digits, so only a string that is exactly those 13 digits matches.
+        # on either side of its 13 digits, so only a string that is exactly 13 digits can match.
         return True
-    if contains_rrn(text):
+    return not contains_rrn(text)
+
+
+def _clean(text: str) -> bool:
+    """_id_free(text), remembered for values that recur."""
+    if text in _CLEAN:
+        return True
+    if not _id_free(text):
         return False
     if len(text) <= 128:
         if len(_CLEAN) >= _CLEAN_MAX:
@@ -298,9 +303,8 @@ def _varying(value: Any) -> tuple[Any, bytes] | None:
         return None, b"null"
     if type(value) is not str:
         return None
-    if not (value.isascii() and value.isalnum() and not (len(value) == 13 and value.isdigit())):
-        if contains_rrn(value):  # not remembered as _clean does: these values rarely repeat
-            value = REDACTED
+    if not _id_free(value):  # not remembered as _clean does: these values rarely repeat
+        value = REDACTED
     return value, _json_text(value)
 
 
