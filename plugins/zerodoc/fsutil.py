@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import errno
+import functools
 import json
 import os
 import shutil
@@ -14,7 +16,18 @@ from pathlib import Path
 from typing import Any
 
 _AT_FDCWD = -100
+
 _RENAME_EXCHANGE = 2
+
+
+@functools.cache
+def libc_keeping_gil() -> ctypes.PyDLL | None:
+    """The C library through ctypes.PyDLL, whose calls keep the GIL: for system calls of microseconds on a
+    hot path, where os.* would hand the GIL to another thread and wait to get it back. None without one."""
+    try:
+        return ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

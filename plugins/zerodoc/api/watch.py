@@ -34,6 +34,8 @@ import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
+from zerodoc.fsutil import libc_keeping_gil
+
 log = logging.getLogger(__name__)
 
 IN_MODIFY = 0x002
@@ -96,14 +98,12 @@ class ChangeWatch:
         # ctypes.PyDLL so the GIL is kept: poll() from the select module lets go of it for the call,
         # handing it to the audit writer thread and back, several times per request (one per user).
         self._read = None
-        try:
-            pylibc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        pylibc = libc_keeping_gil()
+        if pylibc is not None:
             read = pylibc.read
             read.argtypes, read.restype = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t], ctypes.c_ssize_t
             self._buf = ctypes.create_string_buffer(65536)
             self._read = read
-        except (OSError, AttributeError):
-            pass
 
     @property
     def active(self) -> bool:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import hashlib
@@ -39,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from zerodoc.fsutil import libc_keeping_gil
 from zerodoc.privacy import contains_rrn
 
 GENESIS_HASH = "0" * 64
@@ -142,8 +142,10 @@ class _Syscalls:
 
     def __init__(self) -> None:
         self.libc = None
+        libc = libc_keeping_gil()
+        if libc is None:
+            return
         try:
-            libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
             for name, args, res in (
                 ("flock", [ctypes.c_int, ctypes.c_int], ctypes.c_int),
                 ("lseek", [ctypes.c_int, ctypes.c_long, ctypes.c_int], ctypes.c_long),
