@@ -138,16 +138,12 @@ def use_day2(home: Path, day2: str, form: str) -> None:
         link.symlink_to(entity_dir, target_is_directory=True)
 
 
-# Run state (what changed, when each model was built, what a run recomputed): differs between a daily
-# run and a full build by design (tests/transform/test_incremental_equivalence.py says the same).
-RUN_STATE = ("int_person_changes", "int_build_window", "int_affected_subjects", "int_affected_households",
-             "affected_key_builds")
-
-
 def fingerprint(warehouse: Path) -> dict[str, list[int]]:
     """Rows and an order-free hash of every intermediate and shared table (views excluded): equal
     fingerprints after the daily run and the full build say they left the same warehouse."""
     import duckdb
+
+    from zerodoc.transform.runner import is_run_state
 
     with duckdb.connect(str(warehouse), read_only=True) as con:
         names = con.execute(
@@ -155,7 +151,7 @@ def fingerprint(warehouse: Path) -> dict[str, list[int]]:
             " and table_schema in ('intermediate', 'shared') order by all").fetchall()
         return {f"{s}.{t}": [int(x) for x in con.execute(
             f'select count(*), coalesce(sum(hash(t)), 0) from "{s}"."{t}" as t').fetchone()]
-            for s, t in names if t not in RUN_STATE}  # fmt: skip
+            for s, t in names if not is_run_state(f"{s}.{t}")}  # fmt: skip
 
 
 def _warehouse(home: Path) -> Path:

@@ -16,20 +16,12 @@ import pytest
 
 from zerodoc.config import REPO_ROOT as REPO
 from zerodoc.config import Settings
-from zerodoc.transform.runner import DAILY_BUILD_ARGS, run_dbt
+from zerodoc.transform.runner import DAILY_BUILD_ARGS, is_run_state, run_dbt
 
 from .conftest import DS, write_validated_zone
 
 DAY2 = (dt.date.fromisoformat(DS) + dt.timedelta(days=1)).isoformat()
 DAY3 = (dt.date.fromisoformat(DS) + dt.timedelta(days=2)).isoformat()
-# Run state of the affected-key models (what changed, what each run recomputed, when each model was
-# built): it differs between a daily run and a full rebuild by design, so it is not compared.
-RUN_STATE = {
-    "intermediate.int_person_changes", "intermediate.int_build_window", "intermediate.int_affected_subjects",
-    "intermediate.int_affected_households", "intermediate.affected_key_builds",
-    "staging.stg_mois__residents__deleted_keys", "staging.stg_mois__households__deleted_keys",
-    "staging.stg_nts__incomes__deleted_keys", "staging.stg_moel__employment_insurances__deleted_keys",
-}  # fmt: skip
 # When staging wrote a row (the invocation's start): restamped by every full build, so not compared.
 RUN_STATE_COLUMNS = ("loaded_at",)
 BUMPED = pa.scalar(dt.datetime(2025, 3, 1, 18, 0), pa.timestamp("us"))
@@ -243,7 +235,7 @@ def _assert_same_data(daily: dict[str, list[tuple]], full: dict[str, list[tuple]
     assert daily["shared.build_as_of"] == full["shared.build_as_of"] == [(dt.date.fromisoformat(as_of),)]
     assert sorted(daily) == sorted(full)
     for name in full:
-        if name not in RUN_STATE:
+        if not is_run_state(name):
             assert daily[name] == full[name], f"{name}: the daily build differs from a full rebuild"
 
 
@@ -262,7 +254,7 @@ def test_daily_build_after_a_change_equals_a_full_rebuild(builds):
     # The daily run took the affected-key path (not a full window) and still matched.
     assert _window(daily)[3:] == (dt.date.fromisoformat(DS), dt.date.fromisoformat(DS), False)
     # The fixture really changed things: the comparison is not of two unchanged copies of day 1.
-    changed = {n for n in full if n not in RUN_STATE and day1.get(n) != full[n]}
+    changed = {n for n in full if not is_run_state(n) and day1.get(n) != full[n]}
     assert {
         "staging.stg_mois__residents", "staging.stg_nts__incomes", "intermediate.int_residents_deduplicated",
         "intermediate.int_incomes_latest_filing", "intermediate.int_persons", "intermediate.int_households_sized",

@@ -35,6 +35,19 @@ SCHEMA_MARKERS = (
     ("staging", "stg_mois__residents", "loaded_at", "staging's run stamps"),
 )
 
+# Run state of the incremental models (what changed, what a run recomputed, when each model was built,
+# which keys staging deleted): a daily run and a full build differ there by design, so whoever checks
+# that the two leave the same warehouse (the equivalence test, the dbt bench) leaves these out.
+RUN_STATE_TABLES = frozenset({
+    "intermediate.int_person_changes", "intermediate.int_build_window", "intermediate.int_affected_subjects",
+    "intermediate.int_affected_households", "intermediate.affected_key_builds",
+})  # fmt: skip
+
+
+def is_run_state(table: str) -> bool:
+    """Whether `schema.table` is run state (RUN_STATE_TABLES, or a staging model's `__deleted_keys` log)."""
+    return table in RUN_STATE_TABLES or table.endswith("__deleted_keys")
+
 
 class DbtRunError(RuntimeError):
     """dbt finished with failures; `summary` says which nodes failed and why."""
