@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -167,3 +169,28 @@ def stop_api_workers(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def load_until_killed(port: int, key: str, worker: int, answered: list, stop: threading.Event) -> None:
+    """Requests on one keep-alive connection until the server dies; every 4th one with a valid consent.
+
+    The others carry a consent reference no one recorded: refused (403) and audited with that
+    reference, so each answered one can be matched to its own record.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    n = 0
+    while not stop.is_set():
+        n += 1
+        req = body() if n % 4 == 0 else body(consent_id=f"cns_k9-{worker}-{n}")
+        try:
+            conn.request(
+                "POST",
+                "/v1/evidence",
+                json.dumps(req),
+                {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            )
+            resp = conn.getresponse()
+            resp.read()
+        except (OSError, http.client.HTTPException):
+            return  # the server is gone; this request got no answer
+        answered.append((resp.status, req["consent_id"]))

@@ -3,7 +3,6 @@ and a kill -9 of a two-worker server mid-load loses no answered request's record
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import secrets
@@ -18,7 +17,7 @@ from fastapi.testclient import TestClient
 from zerodoc.api.app import create_app
 from zerodoc.audit.pg import TABLE, PostgresAuditLog
 
-from .support import ALICE, bearer, body, start_api_workers
+from .support import ALICE, bearer, body, load_until_killed, start_api_workers
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -79,32 +78,6 @@ def test_no_answer_leaves_when_postgres_cannot_take_the_record(published, keys, 
     assert r.json()["error"]["code"] == "audit_unavailable"
 
 
-
-def _load(port: int, key: str, worker: int, answered: list, stop: threading.Event) -> None:
-    """Requests on one keep-alive connection until the server dies; every 4th one with a valid consent.
-
-    The others carry a consent reference no one recorded: refused (403) and audited with that
-    reference, so each answered one can be matched to its own record.
-    """
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    n = 0
-    while not stop.is_set():
-        n += 1
-        req = body() if n % 4 == 0 else body(consent_id=f"cns_k9-{worker}-{n}")
-        try:
-            conn.request(
-                "POST",
-                "/v1/evidence",
-                json.dumps(req),
-                {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-            )
-            resp = conn.getresponse()
-            resp.read()
-        except (OSError, http.client.HTTPException):
-            return  # the server is gone; this request got no answer
-        answered.append((resp.status, req["consent_id"]))
-
-
 def test_kill9_mid_load_loses_no_answered_request(audit_dsn, published, keys, consents, tmp_path):
     env = {
         **os.environ,
@@ -117,7 +90,8 @@ def test_kill9_mid_load_loses_no_answered_request(audit_dsn, published, keys, co
         answered: list[tuple[int, str]] = []
         stop = threading.Event()
         loaders = [
-            threading.Thread(target=_load, args=(port, keys["welfare-portal"], w, answered, stop)) for w in range(8)
+            threading.Thread(target=load_until_killed, args=(port, keys["welfare-portal"], w, answered, stop))
+            for w in range(8)
         ]
         for t in loaders:
             t.start()

@@ -58,7 +58,8 @@ from zerodoc.api.ratelimit import SharedRateLimiter
 from zerodoc.api.served import build_indexes, build_shared_tables
 from zerodoc.api.signing import canonical_bytes, load_or_create_keys
 from zerodoc.api.watch import ChangeWatch
-from zerodoc.audit.log import AuditError, Search, open_audit_log
+from zerodoc.audit import service as audit_service
+from zerodoc.audit.log import AuditError, GroupCommitLog, Search, audit_dsn, open_audit_log
 from zerodoc.config import Settings
 from zerodoc.config import settings as load_settings
 from zerodoc.privacy import contains_rrn, pseudonymize
@@ -292,6 +293,21 @@ def _env_float(name: str, default: float) -> float:
         return default
 
 
+def _open_audit(cfg: Settings) -> GroupCommitLog:
+    """PostgreSQL when configured; else the local file, written by the server's one audit process.
+
+    ZERODOC_AUDIT_PROCESS: ``auto`` (default) a worker starts the audit process when none answers;
+    ``external`` a supervisor runs it (``python -m zerodoc.audit.service``), none means 503s; ``off``
+    each worker writes the file itself (a writer thread per worker, the file's flock between them).
+    """
+    mode = os.environ.get("ZERODOC_AUDIT_PROCESS", "auto").strip().lower()
+    if audit_dsn() or mode == "off" or not audit_service.usable(cfg.state_dir):
+        return open_audit_log(cfg.state_dir, group_commit=True)
+    if mode not in ("auto", "external"):
+        raise ValueError(f"ZERODOC_AUDIT_PROCESS must be auto, external or off, not {mode!r}")
+    return audit_service.AuditProcessLog(cfg.state_dir, spawn=mode == "auto")
+
+
 class EvidenceService:
     """Everything a request needs, built once at start: policy, keys, consumers, indexes, audit log."""
 
@@ -305,7 +321,7 @@ class EvidenceService:
         self._keys_index = cfg.state_dir / "signing" / "keys.json"
         self._keys_stamp = self._stat(self._keys_index)
         self._keys_lock = threading.Lock()
-        self.audit = open_audit_log(cfg.state_dir, group_commit=True)  # PostgreSQL when configured
+        self.audit = _open_audit(cfg)
         # Optionally space batches under load (GroupCommitLog.commit_interval); off by default, see above.
         self.audit.commit_interval = _env_float("ZERODOC_AUDIT_COMMIT_INTERVAL_MS", AUDIT_COMMIT_INTERVAL_MS) / 1000
         rate = (
@@ -949,11 +965,18 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         await run_in_threadpool(service.warm)  # off the loop: a first load blocks on purpose here
+        if isinstance(service.audit, audit_service.AuditProcessLog):
+            try:  # connected (the audit process started) before the first request, not by it
+                await service.audit.start()
+            except AuditError as exc:  # requests answer 503 until it is back
+                log.error("no audit process at start: %s", exc)
         # What start-up built (policy, indexes' value lists, the framework) lives as long as the
         # server: out of the collector's way, so its full collections stop walking it under load.
         gc.freeze()
         yield
         service.watch.close()
+        if isinstance(service.audit, audit_service.AuditProcessLog):
+            service.audit.close()
 
     app = EvidenceAPI(
         title="ZeroDoc evidence API",
