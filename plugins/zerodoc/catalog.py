@@ -13,6 +13,7 @@ from zerodoc.config import REPO_ROOT, ConfigError
 ARROW_TYPES = {"int32", "int64", "string", "timestamp", "date", "float64", "bool"}
 KINDS = ("postgres", "mysql", "file", "csv", "rest")
 SCHEMA_POLICIES = ("fail", "evolve")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class Entity:
     # Incremental windows re-read this many hours before their start, so rows committed late or
     # stamped back in time are still picked up; (key, cursor) pairs already extracted are skipped.
     lookback_hours: int = 0
+    # Incremental entities take a full snapshot on this weekday (and on their first extraction):
+    # only a snapshot sees a physical delete or a row stamped back beyond the lookback.
+    snapshot_weekday: str | None = None
 
     @property
     def qualified(self) -> str:
@@ -97,10 +101,20 @@ def agencies(path: Path = REPO_ROOT / "config" / "sources.yml") -> dict[str, Age
             if not isinstance(lookback, int) or lookback < 0 or (lookback and cursor is None):
                 raise ConfigError(f"{path}: {code}.{ename}: lookback_hours must be a whole number >= 0 "
                                   f"and needs a cursor")
+            weekday = e.get("snapshot_weekday")
+            if weekday is not None and weekday not in WEEKDAYS:
+                raise ConfigError(f"{path}: {code}.{ename}: snapshot_weekday must be one of {', '.join(WEEKDAYS)}")
+            if mode == "incremental" and weekday is None:
+                raise ConfigError(
+                    f"{path}: {code}.{ename}: incremental mode needs snapshot_weekday: windows never see a "
+                    f"physical delete or a row stamped back more than lookback_hours, a weekly full snapshot does")
+            if mode == "full" and weekday is not None:
+                raise ConfigError(f"{path}: {code}.{ename}: snapshot_weekday applies to mode: incremental only "
+                                  f"(mode: full takes a snapshot every day)")
             ents[ename] = Entity(
                 code, ename, e["table"], e["key"], e["suite"], dict(e["columns"]),
                 kind=spec["kind"], cursor=cursor, on_schema_drift=policy, mode=mode,
-                deleted_column=deleted, lookback_hours=lookback,
+                deleted_column=deleted, lookback_hours=lookback, snapshot_weekday=weekday,
             )
         out[code] = Agency(
             code, spec["name"], spec["owner"], spec["sensitivity"], spec["conn_id"], spec["kind"], ents

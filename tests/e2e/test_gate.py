@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 
@@ -21,16 +22,22 @@ PERSONS = 1000  # the generator's minimum: every defect kind is planted
 
 
 def _null_every_fifth_name(path) -> int:
-    """Null `name` in 20% of the rows (same schema and layout); return how many names are null now."""
+    """Null `name` in 20% of the rows (same schema and layout), bumping their `updated_at` as the agency
+    system does on every change (so the day's incremental window carries them); return how many
+    rows the change touched: the window's rows, every one without a name."""
     table = pq.read_table(path)
     names = table.column("name")
     every_fifth = pa.array([i % 5 == 0 for i in range(table.num_rows)])
     nulled = pc.if_else(every_fifth, pa.scalar(None, pa.string()), names.combine_chunks())
     table = table.set_column(table.schema.get_field_index("name"), table.schema.field("name"), nulled)
+    stamp = pa.scalar(dt.datetime.fromisoformat(BAD_DS).replace(hour=9), table.schema.field("updated_at").type)
+    bumped = pc.if_else(every_fifth, stamp, table.column("updated_at").combine_chunks())
+    table = table.set_column(table.schema.get_field_index("updated_at"), table.schema.field("updated_at"), bumped)
     tmp = path.with_suffix(".tmp")
     pq.write_table(table, tmp, compression="zstd")
     tmp.replace(path)
-    return table.column("name").null_count
+    live = pc.is_null(table.column("deleted_at"))  # a cancelled registration's tombstone has no name to check
+    return pc.sum(pc.and_(every_fifth, live)).as_py()
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +82,7 @@ def test_fail_breach_fails_the_gate_task_naming_check_rows_and_report(two_days) 
     assert not {"gate_income_v1", "publish_income_v1"} & set(publish.failed_tasks)
 
     residents = bad.entities["mois.residents"]
+    assert residents["extraction"] == "incremental"  # the day's window: the rows the agency changed
     assert residents["gate_passed"] is False
     run_dir = cfg.reports_dir / "validation" / residents["run_id"]
     message = f"check name_not_null rejected {null_names} rows"

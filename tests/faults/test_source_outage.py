@@ -9,6 +9,7 @@ keeps serving Airflow metadata and the other tests.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 from urllib.parse import urlsplit
@@ -31,7 +32,8 @@ from zerodoc.orchestration.faults import (
 from zerodoc.sources.extract import SourceUnavailableError, raw_partition
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-D1, D2 = "2026-11-20", "2026-11-21"
+# D2 is a Sunday: the weekly full snapshot of mois.residents, so the outage hits a whole-table COPY.
+D1, D2 = "2026-11-21", "2026-11-22"
 Q = "mois.residents"
 SCALE = 1 / 30  # Airflow's retry waits, 30x faster
 
@@ -79,7 +81,7 @@ def test_source_outage_mid_extract(zerodoc_home, monkeypatch, postgres_up):
         # Rows that reach the agency system while ours is down must arrive once, after it returns.
         with psycopg.connect(source, autocommit=True) as conn:
             conn.execute("""INSERT INTO mois.residents SELECT resident_id + 10000000, rrn, name, sex, birth_date,
-                            household_id, sigungu_code, address, moved_in_date, timestamp '2026-11-21 09:00'
+                            household_id, sigungu_code, address, moved_in_date, timestamp '2026-11-22 09:00'
                             FROM mois.residents ORDER BY resident_id LIMIT 3""")
 
         task = _extract_task()
@@ -104,7 +106,7 @@ def test_source_outage_mid_extract(zerodoc_home, monkeypatch, postgres_up):
         with database_outage(ADMIN, database):
             worker.join(timeout=120)
             assert not worker.is_alive()
-            down_since = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)  # D1's data is 54 h old by then
+            down_since = dt.datetime(2026, 11, 24, 6, tzinfo=dt.UTC)  # D1's data is 54 h old by then
             stale = {f.dataset: f for f in stale_datasets(cfg, down_since)}
             current_during = {name: store.current(name, cfg).version for name in datasets()}
         locker.close()
@@ -132,6 +134,7 @@ def test_source_outage_mid_extract(zerodoc_home, monkeypatch, postgres_up):
             run_stage(stage, D2)
         with psycopg.connect(source) as conn:
             source_keys = sorted(r[0] for r in conn.execute("SELECT resident_id FROM mois.residents"))
+    assert json.loads((raw_partition(entity(Q), D2, cfg) / "_manifest.json").read_text())["mode"] == "full"
     raw = pq.read_table(raw_partition(entity(Q), D2, cfg) / "part-0.parquet")
     keys = raw["resident_id"].to_pylist()
     # Every source row exactly as often as the source holds it (the generator plants duplicate keys,
@@ -141,4 +144,4 @@ def test_source_outage_mid_extract(zerodoc_home, monkeypatch, postgres_up):
     for name in datasets():
         pv = store.current(name, cfg)
         assert pv.metadata["as_of"] == D2 and pv.version != before[name]
-    assert not stale_datasets(cfg, dt.datetime(2026, 11, 22, 12, tzinfo=dt.UTC))
+    assert not stale_datasets(cfg, dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC))

@@ -81,7 +81,7 @@ def test_full_snapshot_carries_soft_deletes_as_tombstones_that_validation_passes
     changes = apply_changes(Q, D2, cfg, SEED, deletions=6, delete_keys=[nameless])
     assert len(changes.deleted) == 7
 
-    r = extract(Q, D2, cfg)
+    r = extract(Q, D2, cfg, mode="full")  # a full snapshot on a window day, as an operator can ask
     raw = pq.read_table(r.path)
     manifest = json.loads(r.manifest_path.read_text())
     assert raw.num_rows == r.rows == expected[Q]["extracted"]  # a soft delete is still a row
@@ -195,7 +195,8 @@ def test_postgres_pushdown_gives_the_same_partitions(source, monkeypatch, postgr
     ({"deleted_column": "name"}, "deleted_column 'name' must be a declared timestamp or bool column"),
     ({"deleted_column": "gone_at"}, "deleted_column 'gone_at' must be a declared timestamp or bool column"),
     ({"lookback_hours": -1}, "lookback_hours must be a whole number >= 0"),
-    ({"lookback_hours": 12, "cursor": None}, "lookback_hours must be a whole number >= 0 and needs a cursor"),
+    ({"lookback_hours": 12, "cursor": None, "mode": None, "snapshot_weekday": None},
+     "lookback_hours must be a whole number >= 0 and needs a cursor"),
 ])
 def test_config_rejects_a_bad_deletion_or_lookback_setting(patch, message, tmp_path):
     import yaml
@@ -206,8 +207,8 @@ def test_config_rejects_a_bad_deletion_or_lookback_setting(patch, message, tmp_p
     doc = yaml.safe_load((REPO_ROOT / "config/sources.yml").read_text(encoding="utf-8"))
     residents = doc["agencies"]["mois"]["entities"]["residents"]
     residents.update(patch)
-    if residents.get("cursor") is None:
-        residents.pop("cursor")
+    for k in [k for k, v in residents.items() if v is None]:  # None: leave the setting out
+        residents.pop(k)
     path = tmp_path / "sources.yml"
     path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     with pytest.raises(ConfigError, match=f"mois.residents: {message}"):

@@ -51,7 +51,6 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from zerodoc.api.datasets import KEY_COLUMN, LATEST_BY
 from zerodoc.config import Settings
@@ -246,9 +245,12 @@ def _keys_array(col: pa.ChunkedArray | pa.Array, copy: bool = True) -> np.ndarra
 
 
 def quarantined_pseudonyms(dataset: str, published_for: str | None, cfg: Settings) -> np.ndarray:
-    """Sorted pseudonyms of subjects with quarantined input records for this version's date."""
-    from zerodoc.catalog import datasets
+    """Sorted pseudonyms of subjects whose input records are quarantined as of this version's date:
+    for an entity delivered as windows, rejected on an earlier date and not replaced by a valid
+    version since (`zerodoc.sources.current`)."""
+    from zerodoc.catalog import datasets, entity
     from zerodoc.privacy import duckdb_macro_sql
+    from zerodoc.sources.current import current_rows_sql, open_quarantine_sql
 
     empty = np.array([], dtype=f"S{KEY_BYTES}")
     spec = datasets().get(dataset)
@@ -256,25 +258,21 @@ def quarantined_pseudonyms(dataset: str, published_for: str | None, cfg: Setting
         return empty
     parts: list[str] = []
     for qualified in spec.inputs:
-        agency, entity = qualified.split(".", 1)
-        path = cfg.quarantine_dir / agency / entity / f"ds={published_for}" / "part-0.parquet"
-        if not path.exists():
+        agency = qualified.split(".", 1)[0]
+        found = open_quarantine_sql(entity(qualified), published_for, cfg)
+        if found is None:
             continue
-        cols = set(pq.read_schema(path).names)
-        src = f"read_parquet({_sql_literal(str(path))})"
+        quarantined, cols = found
         id_cols = sorted(c for c in cols if c == "rrn" or c.endswith("_rrn"))  # e.g. police cases: victim_rrn
         if id_cols:
-            parts += [f"SELECT zd_pseudonym({c}) AS p FROM {src} WHERE {c} IS NOT NULL" for c in id_cols]
+            parts += [f"SELECT zd_pseudonym({c}) AS p FROM ({quarantined}) WHERE {c} IS NOT NULL" for c in id_cols]
         elif "household_id" in cols:
-            residents = [
-                cfg.validated_dir / agency / "residents" / f"ds={published_for}" / "part-0.parquet",
-                cfg.quarantine_dir / agency / "residents" / f"ds={published_for}" / "part-0.parquet",
-            ]
-            for r in (r for r in residents if r.exists()):
-                parts.append(
-                    f"SELECT zd_pseudonym(rrn) AS p FROM read_parquet({_sql_literal(str(r))}) "
-                    f"WHERE rrn IS NOT NULL AND household_id IN (SELECT household_id FROM {src})"
-                )
+            members = current_rows_sql(
+                entity(f"{agency}.residents"), published_for, cfg, ["rrn", "household_id"],
+                where=f"household_id IN (SELECT household_id FROM ({quarantined}))",
+            )
+            if members is not None:
+                parts.append(f"SELECT zd_pseudonym(rrn) AS p FROM ({members}) WHERE rrn IS NOT NULL")
     if not parts:
         return empty
     con = duckdb.connect()

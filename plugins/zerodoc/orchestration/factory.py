@@ -26,6 +26,30 @@ DEFAULT_ARGS = {
 }
 
 
+def _incremental(agency: Agency) -> list[str]:
+    return [e.name for e in agency.entities.values() if e.mode == "incremental"]
+
+
+def _ingest_params(agency: Agency) -> dict:
+    if not _incremental(agency):
+        return {}
+    return {"full_snapshot": Param(
+        False, type="boolean",
+        description="Take a full snapshot of the incremental entities instead of the day's window (after "
+                    "a physical delete or a correction stamped further back than the lookback)")}
+
+
+def _extraction_doc(agency: Agency) -> str:
+    names = _incremental(agency)
+    if not names:
+        return "**Extraction:** a full snapshot every run."
+    days = ", ".join(sorted({(agency.entities[n].snapshot_weekday or "").capitalize() for n in names}))
+    others = "; the others a full snapshot every run" if len(names) < len(agency.entities) else ""
+    return (f"**Extraction:** {', '.join(f'`{n}`' for n in names)} take a window of the rows changed since the "
+            f"previous run, and a full snapshot on their first run and every {days}{others}. Trigger with "
+            "`full_snapshot: true` to take a snapshot now.")
+
+
 def build_ingest_dag(agency: Agency) -> DAG:
     doc = textwrap.dedent(f"""\
         ### Ingest: {agency.name} (`{agency.code}`)
@@ -40,6 +64,8 @@ def build_ingest_dag(agency: Agency) -> DAG:
         **Triage:** an extract failure means the agency system is unreachable (task retries with
         backoff). A closed quality gate does not fail this DAG: it blocks publishing of the datasets
         fed by the entity; open the run report linked in the validate task's log.
+
+        {_extraction_doc(agency)}
         """)
     with DAG(
         dag_id=f"ingest_{agency.code}",
@@ -49,6 +75,7 @@ def build_ingest_dag(agency: Agency) -> DAG:
         max_active_runs=1,
         default_args={**DEFAULT_ARGS, "owner": agency.owner},
         tags=[f"agency:{agency.code}", f"sensitivity:{agency.sensitivity}", "tier:ingest"],
+        params=_ingest_params(agency),
         doc_md=doc,
     ) as dag:
         for ent in agency.entities.values():
@@ -56,7 +83,9 @@ def build_ingest_dag(agency: Agency) -> DAG:
 
             @task(task_id=f"extract_{ent.name}")
             def extract(qualified: str = qualified) -> dict:
-                return steps.extract_step(qualified, get_current_context()["ds"])
+                context = get_current_context()
+                full = bool(context["params"].get("full_snapshot"))
+                return steps.extract_step(qualified, context["ds"], mode="full" if full else None)
 
             @task(task_id=f"validate_{ent.name}", outlets=[validated_asset(qualified)])
             def validate(extracted: dict, qualified: str = qualified) -> dict:

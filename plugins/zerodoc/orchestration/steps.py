@@ -17,21 +17,23 @@ def worker_name() -> str:
     return os.environ.get("ZERODOC_WORKER_NAME") or socket.gethostname()
 
 
-def extract_step(qualified: str, ds: str) -> dict:
+def extract_step(qualified: str, ds: str, mode: str | None = None) -> dict:
+    """Extract one entity for `ds`; `mode` None lets the entity's schedule decide (snapshot or window)."""
     from zerodoc import lineage
     from zerodoc.sources.extract import SourceDataError, extract
 
     try:
         with lineage.extract_run(qualified, ds):
-            r = extract(qualified, ds)
+            r = extract(qualified, ds, mode=mode)
     except SourceDataError as exc:
         # The source answered with data that breaks its contract: retrying gets the same answer.
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException(f"{qualified} {ds}: {exc}") from exc
-    log.info("extracted %s rows of %s for %s from %s -> %s", r.rows, qualified, ds, r.source, r.path)
+    log.info("extracted %s rows of %s for %s from %s -> %s (%s: %s)", r.rows, qualified, ds, r.source, r.path,
+             "full snapshot" if r.mode == "full" else "incremental window", r.mode_reason)
     return {"entity": qualified, "ds": ds, "rows": r.rows, "path": str(r.path), "checksum": r.checksum,
-            "source": r.source, "worker": worker_name()}
+            "source": r.source, "mode": r.mode, "mode_reason": r.mode_reason, "worker": worker_name()}
 
 
 def validate_step(qualified: str, ds: str, raw_path: str) -> dict:
@@ -41,7 +43,7 @@ def validate_step(qualified: str, ds: str, raw_path: str) -> dict:
     from zerodoc import lineage
     from zerodoc.catalog import entity
     from zerodoc.publish.publisher import record_validation
-    from zerodoc.quality.validate import validate_partition
+    from zerodoc.quality.validate import extraction, validate_partition
 
     cfg = settings()
     ent = entity(qualified)
@@ -55,6 +57,8 @@ def validate_step(qualified: str, ds: str, raw_path: str) -> dict:
         "ds": ds,
         "run_id": outcome.run_id,
         "suite": outcome.suite,
+        # A window holds only the rows that changed: its counts are the day's change, not the table.
+        "extraction": extraction(Path(raw_path))["mode"],
         "extracted": outcome.extracted,
         "passed": outcome.passed,
         "quarantined": outcome.quarantined,

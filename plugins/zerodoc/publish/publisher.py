@@ -18,6 +18,7 @@ from zerodoc.config import Settings
 from zerodoc.config import settings as load_settings
 from zerodoc.fsutil import staged_dir, write_json_atomic
 from zerodoc.publish import store
+from zerodoc.sources.current import chain
 from zerodoc.sources.extract import raw_partition, sha256_file
 
 
@@ -92,10 +93,13 @@ def publish_dataset(dataset: str, logical_date: str, cfg: Settings | None = None
             meta_file = pq.ParquetFile(scratch / "data.parquet")
             manifests = []
             for qualified in spec.inputs:
-                mpath = raw_partition(entity(qualified), logical_date, cfg) / "_manifest.json"
-                m = json.loads(mpath.read_text())
-                manifests.append({"entity": qualified, "path": str(mpath), "rows": m["rows"],
-                                  "checksum": m["checksum"]})
+                # An entity delivered as windows is its last full snapshot plus every window since.
+                for ds in chain(entity(qualified), logical_date, cfg):
+                    mpath = raw_partition(entity(qualified), ds, cfg) / "_manifest.json"
+                    m = json.loads(mpath.read_text())
+                    manifests.append({"entity": qualified, "logical_date": ds,
+                                      "mode": "incremental" if "window" in m else "full",
+                                      "path": str(mpath), "rows": m["rows"], "checksum": m["checksum"]})
             metadata = {
                 "dataset": dataset,
                 "version": version,

@@ -37,6 +37,21 @@ def _page(title: str, body: str) -> str:
     )
 
 
+def _what_was_checked(extraction: dict[str, Any] | None) -> str:
+    """One sentence for the auditor: the whole table, or only the rows that changed in a window."""
+    if not extraction or extraction.get("mode") != "incremental":
+        why = f" ({escape(extraction['reason'])})" if extraction and extraction.get("reason") else ""
+        return f"Checked: a full snapshot of the source table{why}."
+    w = extraction.get("window", {})
+    read_from = w.get("read_low") or w.get("low") or "the beginning"
+    return (
+        f"Checked: an incremental window, the rows changed after {escape(str(w.get('low') or 'the beginning'))} "
+        f"up to {escape(str(w.get('high')))} (read from {escape(str(read_from))} to catch late rows). "
+        "Rows that did not change were checked on the day they last changed; who is still quarantined "
+        "carries over until a valid version replaces the rejected one or the next full snapshot."
+    )
+
+
 def render_report(summary: dict[str, Any], samples: list[dict[str, Any]], suite: Any) -> str:
     gate = summary["gate"]
     gate_html = (
@@ -80,6 +95,7 @@ def render_report(summary: dict[str, Any], samples: list[dict[str, Any]], suite:
 version {summary["suite_version"]} (sha256 <code>{escape(summary["suite_hash"][:12])}</code>) &middot;
 data checksum <code>{escape(summary["data_checksum"])}</code></p>
 <p>{escape(suite.description)}</p>
+<p>{_what_was_checked(summary.get("extraction"))}</p>
 {gate_html}
 <table><tr><th>extracted</th><th>passed</th><th>quarantined</th></tr>
 <tr><td class="n">{summary["extracted"]}</td><td class="n">{summary["passed"]}</td>

@@ -164,6 +164,7 @@ def validate_partition(
                 "logical_date": logical_date,
                 "raw_path": str(raw_path),
                 "data_checksum": checksum,
+                "extraction": extraction(raw_path),
                 "extracted": extracted,
                 "passed": passed,
                 "quarantined": quarantined,
@@ -214,6 +215,18 @@ def validate_partition(
         quarantine_path=quarantine_dir / "part-0.parquet",
         timings={k: round(v, 3) for k, v in db.timings.items()},
     )
+
+
+def extraction(raw_path: Path) -> dict[str, Any]:
+    """What the partition is, from its manifest: a full snapshot, or an incremental window (which rows)."""
+    manifest = raw_path.parent / "_manifest.json"
+    m = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+    out: dict[str, Any] = {"mode": "incremental" if "window" in m else "full"}
+    if m.get("mode_reason"):
+        out["reason"] = m["mode_reason"]
+    if "window" in m:
+        out["window"] = m["window"]
+    return out
 
 
 def data_checksum(raw_path: Path) -> str:

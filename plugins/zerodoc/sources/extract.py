@@ -69,6 +69,8 @@ class ExtractResult:
     manifest_path: Path
     checksum: str
     source: str
+    mode: str = "full"  # full snapshot or incremental window
+    mode_reason: str = ""
 
 
 def arrow_schema(entity: Entity) -> pa.Schema:
@@ -768,14 +770,24 @@ def extract(
     qualified: str, logical_date: str, cfg: Settings | None = None, mode: str | None = None
 ) -> ExtractResult:
     """Replace the raw partition of `logical_date` for one entity: a full snapshot, or in
-    incremental mode the rows whose cursor lies in the logical date's fixed window."""
-    from zerodoc.sources.watermarks import already_extracted, drop_seen, record_window, window_for
+    incremental mode the rows whose cursor lies in the logical date's fixed window. Without a `mode`,
+    the entity's configuration and the date decide (`watermarks.extraction_mode`)."""
+    from zerodoc.sources.watermarks import (
+        already_extracted,
+        drop_seen,
+        extraction_mode,
+        record_snapshot,
+        record_window,
+        window_for,
+    )
 
     cfg = cfg or load_settings()
     agency_code, name = qualified.split(".", 1)
     agency = agencies()[agency_code]
     entity = agency.entities[name]
-    mode = mode or entity.mode
+    reason = "requested by the caller"
+    if mode is None:
+        mode, reason = extraction_mode(entity, logical_date, cfg)
     window = None
     if mode == "incremental":
         if entity.cursor is None or entity.kind == "csv":
@@ -785,7 +797,7 @@ def extract(
     file_stats: list = []
 
     def manifest_extra() -> dict:
-        extra: dict = {}
+        extra: dict = {"mode": mode, "mode_reason": reason}
         if entity.kind == "csv":
             extra["files"] = [
                 {"file": st.file, "encoding": st.encoding, "sha256": st.sha256, "records": st.records,
@@ -825,7 +837,9 @@ def extract(
         {"kind": source_kind(agency, entity), "table": entity.table, "conn_id": agency.conn_id}, manifest_extra)
     if window is not None:
         record_window(entity, logical_date, window, rows, checksum, cfg)
+    elif entity.mode == "incremental":
+        record_snapshot(entity, logical_date, rows, checksum, cfg, reason)
     return ExtractResult(
         agency.code, entity.name, logical_date, rows, final / "part-0.parquet", final / "_manifest.json",
-        checksum, describe_source(agency, entity, cfg),
+        checksum, describe_source(agency, entity, cfg), mode, reason,
     )

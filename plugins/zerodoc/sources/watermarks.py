@@ -90,11 +90,39 @@ def window_for(entity, logical_date: str, cfg: Settings) -> Window:
     return Window(entity.cursor, low, high, dt.timedelta(hours=entity.lookback_hours))
 
 
+WINDOW_REASON = "window of the rows changed since the previous extraction"
+
+
+def extraction_mode(entity, logical_date: str, cfg: Settings) -> tuple[str, str]:
+    """What `extract` takes for a logical date when the caller does not say: ("full" | "incremental",
+    why). An entity configured `mode: incremental` takes a full snapshot on its `snapshot_weekday`
+    and on its first extraction (nothing earlier to continue from), a window otherwise; a rerun of a
+    date repeats what that date's first extraction took. Decided by the logical date and the recorded
+    state only, never the clock."""
+    from zerodoc.catalog import WEEKDAYS
+
+    if entity.mode != "incremental":
+        return "full", "configured mode: full"
+    windows = _load(entity, cfg)["windows"]
+    if logical_date in windows:  # same mode, same words: a rerun's manifest is byte-identical
+        w = windows[logical_date]
+        if w.get("mode") == "full":
+            return "full", w.get("reason", "full snapshot")
+        return "incremental", w.get("reason", WINDOW_REASON)
+    if WEEKDAYS[dt.date.fromisoformat(logical_date).weekday()] == entity.snapshot_weekday:
+        return "full", f"weekly full snapshot ({entity.snapshot_weekday})"
+    if not any(d < logical_date for d in windows):
+        return "full", "first extraction: no earlier snapshot or window to continue from"
+    return "incremental", WINDOW_REASON
+
+
 def overlapping_dates(entity, logical_date: str, window: Window, cfg: Settings) -> list[str]:
-    """Other recorded logical dates whose read range meets this window's (read_low, high]."""
+    """Other recorded logical dates whose read range meets this window's (read_low, high]. A full
+    snapshot after this date does not count: it holds every row, without dropping what earlier windows
+    took, so a rerun of an earlier window would otherwise lose its rows to it."""
     out = []
     for d, w in _load(entity, cfg)["windows"].items():
-        if d == logical_date:
+        if d == logical_date or (w.get("mode") == "full" and d > logical_date):
             continue
         lo, hi = _parse(w.get("read_low", w["low"])), _parse(w["high"])
         if (window.read_low is None or hi > window.read_low) and (lo is None or lo < window.high):
@@ -159,6 +187,19 @@ def record_window(entity, logical_date: str, window: Window, rows: int, checksum
     state["windows"][logical_date] = {"low": w["low"], "high": w["high"], "rows": rows, "checksum": checksum}
     if window.lookback:
         state["windows"][logical_date] |= {"read_low": w["read_low"], "lookback_hours": w["lookback_hours"]}
+    state["windows"] = dict(sorted(state["windows"].items()))
+    write_json_atomic(state_path(entity, cfg), state)
+
+
+def record_snapshot(entity, logical_date: str, rows: int, checksum: str, cfg: Settings, reason: str) -> None:
+    """Record a full snapshot of an incremental entity as covering everything up to the end of its
+    logical date: the next window starts there, and drops the row versions the snapshot already holds."""
+    from zerodoc.fsutil import write_json_atomic
+
+    state = _load(entity, cfg)
+    high = dt.datetime.combine(dt.date.fromisoformat(logical_date) + dt.timedelta(days=1), dt.time())
+    state["windows"][logical_date] = {"mode": "full", "reason": reason, "low": None, "high": high.isoformat(),
+                                      "rows": rows, "checksum": checksum}
     state["windows"] = dict(sorted(state["windows"].items()))
     write_json_atomic(state_path(entity, cfg), state)
 
