@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -35,6 +36,27 @@ def test_generation_moves_exactly_when_something_changed_in_a_watched_directory(
     with open(watched / "consumers.json", "r+b") as fh:  # an edit in place
         fh.write(b" ")
     assert watch.generation() != g2
+
+
+def test_a_pinned_generation_holds_for_its_thread_until_unpinned(tmp_path):
+    """One read per request: a change after the pin is seen by the next request, and at once by other threads."""
+    watch = ChangeWatch([tmp_path])
+    before = watch.generation()
+    watch.pin()
+    (tmp_path / "consumers.json").write_text("{}")
+    assert watch.generation() == before  # this request's checks all see the state it started with
+    seen_elsewhere: list[int] = []
+    other = threading.Thread(target=lambda: seen_elsewhere.append(watch.generation()))
+    other.start()
+    other.join()
+    assert seen_elsewhere[0] != before
+    watch.unpin()
+    assert watch.generation() == seen_elsewhere[0]  # the change, once; nothing new since
+    (tmp_path / "keys.json").write_text("{}")
+    watch.pin()  # a change that completed before the pin is seen under it
+    assert watch.generation() not in (before, seen_elsewhere[0])
+    watch.unpin()
+    watch.close()
 
 
 def test_a_removed_directory_or_no_watch_means_every_call_is_a_change(tmp_path, monkeypatch):

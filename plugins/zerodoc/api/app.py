@@ -402,6 +402,7 @@ class EvidenceService:
         # Audit context, filled in as the request is understood; written on every exit path.
         scope = request.scope
         ctx: dict[str, Any] = {"request_id": _request_id(), "method": scope["method"], "path": scope["path"]}
+        self.watch.pin()  # one look for changed state files per request, not one per check
         try:
             consumer = self.consumers.authenticate(_bearer(request))
             if consumer is None:
@@ -440,6 +441,8 @@ class EvidenceService:
         except Exception as exc:  # noqa: BLE001 - a bug must still be audited, and its text may hold the ID
             log.error("unhandled %s in %s (request %s)", type(exc).__name__, ctx["path"], ctx["request_id"])
             return self.deny(ctx, ApiError(500, "internal_error", "internal error"))
+        finally:
+            self.watch.unpin()
 
     @staticmethod
     def _audit_unavailable() -> JSONResponse:

@@ -68,6 +68,7 @@ class ChangeWatch:
     def __init__(self, directories: Iterable[Path]):
         self._lock = threading.Lock()
         self._generation = 0
+        self._pins: dict[int, int] = {}  # thread -> generation pinned for the request it is handling
         self._fd: int | None = None
         self.reason: str | None = None  # why every call counts as a change, when it does
         self._watched: set[str] = set()
@@ -113,8 +114,27 @@ class ChangeWatch:
         """Whether changes in this directory move the generation (else its user must keep checking)."""
         return self._fd is not None and str(Path(directory)) in self._watched
 
+    def pin(self) -> None:
+        """Until ``unpin()``, ``generation()`` on this thread answers what it is now: one read per request.
+
+        A request checks keys, consumers, consents and its dataset's pointer; each asked for the
+        generation, a read(2) each. Pinned, a change that completed before the request was read is
+        still seen (the pin reads after that), and the request's checks all see the same state.
+        """
+        self._pins[threading.get_ident()] = self._current()
+
+    def unpin(self) -> None:
+        self._pins.pop(threading.get_ident(), None)
+
     def generation(self) -> int:
         """The current generation: the same number as last time exactly when nothing changed."""
+        if self._pins:
+            pinned = self._pins.get(threading.get_ident())
+            if pinned is not None:
+                return pinned
+        return self._current()
+
+    def _current(self) -> int:
         with self._lock:  # a reader consuming the events and the count moving are one step
             if self._fd is not None:
                 if self._read is not None:

@@ -138,7 +138,21 @@ class _AuditServer:
         pending, self.pending = self.pending, []
         results: list[str | None] = []  # per pending record: None when durable, else why not
         batch: list[dict[str, Any]] = []
-        for _conn, line in pending:
+        # One json.loads for the batch (the lines are whole JSON objects without newlines): the usual case.
+        try:
+            decoded = json.loads(b"[" + b",".join(line for _conn, line in pending) + b"]")
+        except ValueError:
+            decoded = None
+        if (
+            type(decoded) is list
+            and len(decoded) == len(pending)
+            and all(type(f) is dict and f.keys() <= _FIELD_SET for f in decoded)
+        ):
+            batch, results = decoded, [None] * len(decoded)
+            pending_lines: list[tuple[_Connection, bytes]] = []
+        else:  # find the records that are not: one by one
+            pending_lines = pending
+        for _conn, line in pending_lines:
             try:
                 fields = json.loads(line)
             except ValueError:
@@ -283,6 +297,7 @@ def ensure_running(state_dir: Path, timeout: float = START_TIMEOUT_SECONDS) -> N
 
 # ---- the worker's side -----------------------------------------------------------------------
 
+
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -303,7 +318,7 @@ class _Channel(asyncio.Protocol):
     def send(self, fields: dict[str, Any]) -> asyncio.Future:
         try:
             line = _dumps(fields).encode("utf-8") + b"\n"
-        except (TypeError, ValueError) as exc:  # a value JSON cannot carry: as the file backend reports it
+        except (TypeError, ValueError, RecursionError) as exc:  # a value JSON cannot carry: as the file backend says
             raise AuditError(f"audit record cannot be written: {exc}") from None
         future = self.loop.create_future()
         self._waiting.append(future)
