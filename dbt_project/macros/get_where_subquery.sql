@@ -3,14 +3,20 @@
     test; this override (dbt's documented hook for `where`) turns the placeholder into "every row of a
     key staging wrote in this invocation" for the stamped staging models, "person logged as changed
     this run" for the person-keyed intermediates and the views over them, and into no filter
-    everywhere else. The affected-key marts are tested whole: filtering a 10M-row mart by its
-    ~7 % affected keys (a semi join on 64-character pseudonyms) cost more than the tests it saved
-    (35 s of daily tests vs 26 s unscoped at 10M persons). A written key is checked against every
+    everywhere else. An affected-key model's tests read the rows it wrote this invocation, kept apart
+    by macros/written_rows.sql (why that is enough for `unique` is there); filtering the 10M-row mart by
+    its ~7 % affected keys instead (a semi join on 64-character pseudonyms) cost more than the tests it
+    saved (35 s of daily tests vs 26 s unscoped at 10M persons). A written key is checked against every
     row with the same key (unique) and the whole parent (relationships); rows a run did not write
     were checked by the run that wrote them. -#}
 {% macro get_where_subquery(relation) -%}
     {%- set where = config.get('where') -%}
-    {%- if where and '__written_this_run__' in where -%}
+    {%- set written = kept_written_rows(relation.identifier) if where and '__written_this_run__' in where else none -%}
+    {%- if written -%}
+        {#- An affected-key model: the rows it wrote in this invocation (macros/written_rows.sql). -#}
+        {%- set relation = written -%}
+        {%- set where = where | replace('__written_this_run__', 'true') -%}
+    {%- elif where and '__written_this_run__' in where -%}
         {%- set where = where | replace('__written_this_run__', written_this_run_filter(relation)) -%}
     {%- endif -%}
     {%- if where and where | trim != 'true' -%}

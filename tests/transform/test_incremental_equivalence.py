@@ -6,6 +6,7 @@ and a periodic full snapshot), the full rebuild the equivalent full snapshots.""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 
 import duckdb
@@ -16,7 +17,7 @@ import pytest
 
 from zerodoc.config import REPO_ROOT as REPO
 from zerodoc.config import Settings
-from zerodoc.transform.runner import DAILY_BUILD_ARGS, is_run_state, run_dbt
+from zerodoc.transform.runner import DAILY_BUILD_ARGS, DbtRunError, is_run_state, run_dbt, target_dir
 
 from .conftest import DS, write_validated_zone
 
@@ -197,6 +198,12 @@ def _build(cfg: Settings, args: list[str], ds: str) -> None:
         run_dbt(args, ds=ds, cfg=cfg)
 
 
+def _compiled_tests(cfg: Settings) -> dict[str, str]:
+    """The SQL each data test of the last build ran, by node id (run_results.json)."""
+    run = json.loads((target_dir(cfg) / "run_results.json").read_text())
+    return {r["unique_id"]: r["compiled_code"] for r in run["results"] if r["unique_id"].startswith("test.")}
+
+
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, list[tuple]]]:
     """Day 1 built once; day 2 built as the daily run in one copy and with --full-refresh in another;
@@ -209,11 +216,17 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, list
     day2 = day2_snapshots(daily.home)
     full = Settings(home=tmp_path_factory.mktemp("full_home"))
     _clone(daily, full)
+    day1_copy = Settings(home=tmp_path_factory.mktemp("day1_copy_home"))
+    _clone(daily, day1_copy)
+    _write_day(day1_copy.home, DAY2, day2_windows(day2))
+    out["day1_copy"] = day1_copy
     _write_day(daily.home, DAY2, day2_windows(day2))
     _write_day(full.home, DAY2, day2)
     _build(daily, list(DAILY_BUILD_ARGS), DAY2)
+    out["day2_daily_tests"] = _compiled_tests(daily)
     _build(full, ["build", "--full-refresh"], DAY2)
     out["day2_daily"], out["day2_full"] = _snapshot(daily), _snapshot(full)
+    out["day2_full_tests"] = _compiled_tests(full)
 
     repo = tmp_path_factory.mktemp("repo_with_rule_change")
     _project_with_a_rule_change(repo)
@@ -224,6 +237,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, list
     _write_day(daily3.home, DAY3, day3_daily)
     _write_day(full3.home, DAY3, day3_full)
     _build(daily3, list(DAILY_BUILD_ARGS), DAY3)
+    out["day3_daily_tests"] = _compiled_tests(daily3)
     _build(full3, ["build", "--full-refresh"], DAY3)
     out["day3_daily"], out["day3_full"] = _snapshot(daily3), _snapshot(full3)
     return out
@@ -317,3 +331,48 @@ def test_a_rule_change_date_recomputes_everyone_and_equals_a_full_rebuild(builds
     assert _window(daily)[1] != _window(day2)[1] and _window(daily)[-1] is True
     assert {r[1] for r in daily["shared.youth_leap_eligibility_v1"]} == {"YLA-TEST"}
     assert {r[1] for r in day2["shared.youth_leap_eligibility_v1"]} == {"YLA-2023-06"}
+
+
+AFFECTED_KEY_MODELS = ("int_households_sized", "int_persons_latest_income", "household_v1", "residence_v1",
+                       "youth_leap_eligibility_v1", "benefit_notifications_v1")  # fmt: skip
+
+
+def _reading_written_rows(tests: dict[str, str]) -> set[str]:
+    return {uid for uid, sql in tests.items() if "zerodoc_written.main." in sql}
+
+
+def test_daily_tests_of_affected_key_models_read_only_the_rows_the_run_wrote(builds):
+    """On a daily run the unique tests of the affected-key models read the rows this run wrote
+    (macros/written_rows.sql), not the whole model; a full build and a daily run that rewrote everyone
+    (day 3: a rule changed) test whole tables. The notifications' relationships test stays whole: a
+    recipient can leave the registry without their row being rewritten."""
+    daily = builds["day2_daily_tests"]
+    for model in AFFECTED_KEY_MODELS:
+        unique = [sql for uid, sql in daily.items() if uid.startswith(f"test.zerodoc.unique_{model}_")]
+        assert unique, model
+        assert all(f'zerodoc_written.main."{model}"' in sql for sql in unique), model
+    (notified,) = [sql for uid, sql in daily.items()
+                   if uid.startswith("test.zerodoc.relationships_benefit_notifications_v1_")]  # fmt: skip
+    assert "zerodoc_written" not in notified and '"shared"."benefit_notifications_v1"' in notified
+    # Models rebuilt whole (and the staging/intermediate scoping) are not read from the kept rows.
+    assert not any("employment_v1" in uid or "stg_" in uid for uid in _reading_written_rows(daily))
+    assert _reading_written_rows(builds["day2_full_tests"]) == set()
+    assert _reading_written_rows(builds["day3_daily_tests"]) == set()
+
+
+def test_an_affected_key_model_writing_a_key_it_did_not_delete_fails_the_run(builds, tmp_path):
+    """The written rows are enough for `unique` only because every written key was deleted first (it is
+    in the affected set): a model that appends a key outside that set fails instead of passing its tests.
+    (On day 2 every person of the fixture is affected, so the stray key is made up.)"""
+    day1_copy = builds["day1_copy"]
+    shutil.copytree(REPO / "dbt_project", tmp_path / "dbt_project", ignore=shutil.ignore_patterns("target", "logs"))
+    model = tmp_path / "dbt_project" / "models" / "marts" / "shared" / "residence_v1.sql"
+    sql = model.read_text(encoding="utf-8")
+    assert sql.rstrip().endswith("select * from final")
+    stray = "select * replace ('not-an-affected-person' as subject_pseudonym) from final limit 1"
+    model.write_text(f"{sql.rstrip()}\nunion all\n({stray})\n", encoding="utf-8")
+    with pytest.raises(DbtRunError) as failed:
+        _build(Settings(home=day1_copy.home, repo=tmp_path), list(DAILY_BUILD_ARGS), DAY2)
+    (node,) = failed.value.summary.failed
+    assert node.unique_id == "model.zerodoc.residence_v1"
+    assert "wrote a subject_pseudonym outside int_affected_subjects: not-an-affected-person" in node.message

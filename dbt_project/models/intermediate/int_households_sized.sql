@@ -9,7 +9,7 @@
         incremental_strategy='append',
         on_schema_change='fail',
         pre_hook=["{{ delete_affected_keys('household_id', 'int_affected_households') }}"],
-        post_hook=["{{ record_affected_key_build() }}"]
+        post_hook=["{{ record_affected_key_build() }}", after_commit("{{ keep_written_rows() }}")]
     )
 }}
 

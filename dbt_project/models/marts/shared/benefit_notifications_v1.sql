@@ -14,7 +14,7 @@
         unique_key='notification_id',
         on_schema_change='fail',
         full_refresh=false,
-        post_hook=["{{ record_affected_key_build() }}"]
+        post_hook=["{{ record_affected_key_build() }}", after_commit("{{ keep_written_rows() }}")]
     )
 }}
 

@@ -14,7 +14,7 @@
         incremental_strategy='append',
         on_schema_change='fail',
         pre_hook=["{{ delete_affected_keys('subject_pseudonym', 'int_affected_subjects') }}"],
-        post_hook=["{{ record_affected_key_build() }}"]
+        post_hook=["{{ record_affected_key_build() }}", after_commit("{{ keep_written_rows() }}")]
     )
 }}
 
