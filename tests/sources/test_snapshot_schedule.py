@@ -177,3 +177,19 @@ def test_a_quarantined_household_marks_the_members_it_has_now(source):
     _extract_and_validate(cfg, "mois.households", TUE)
     _extract_and_validate(cfg, Q, TUE)
     assert _pseudonyms([stays["rrn"]]) <= set(quarantined_pseudonyms("residence_v1", TUE, cfg).tolist())
+
+
+def test_every_copy_of_a_duplicated_key_stays_a_member(zerodoc_home):
+    import duckdb
+
+    from zerodoc.sources.current import current_rows_sql
+
+    cfg = settings()
+    # Both copies of resident 5 were rejected (a duplicated key): each names a person of household 10.
+    for zone, rows in ((cfg.quarantine_dir, {"resident_id": [5, 5], "rrn": ["a", "b"], "household_id": [10, 10]}),
+                       (cfg.validated_dir, {"resident_id": [6], "rrn": ["c"], "household_id": [11]})):
+        path = zone / "mois" / "residents" / f"ds={SUN}" / "part-0.parquet"
+        path.parent.mkdir(parents=True)
+        pq.write_table(pa.table(rows), path)
+    sql = current_rows_sql(entity(Q), SUN, cfg, ["rrn", "household_id"], where="household_id IN (10)")
+    assert sorted(r[0] for r in duckdb.sql(sql).fetchall()) == ["a", "b"]

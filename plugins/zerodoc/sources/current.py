@@ -96,7 +96,8 @@ def current_rows_sql(entity: Entity, logical_date: str, cfg: Settings, columns: 
     return (
         f"WITH v AS ({rows}), candidates AS (SELECT DISTINCT _zd_key FROM v WHERE {where}), "
         f"latest AS (SELECT * FROM v WHERE _zd_key IN (SELECT _zd_key FROM candidates) "
-        f"QUALIFY row_number() OVER (PARTITION BY _zd_key ORDER BY _zd_ds DESC) = 1 "
+        # Every row of the key's latest date: copies of a duplicated key are all rejected, all kept.
+        f"QUALIFY _zd_ds = max(_zd_ds) OVER (PARTITION BY _zd_key) "
         # A row without a key is nobody's earlier version: each stands alone.
         f"UNION ALL SELECT * FROM v WHERE _zd_key IS NULL) "
         f"SELECT {', '.join(columns)} FROM latest WHERE coalesce(_zd_op, '') <> 'delete' AND ({where})"
