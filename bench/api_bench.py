@@ -278,7 +278,8 @@ class Server:
         return self._sum_kb("smaps_rollup", "Pss:")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time used so far by the live server processes."""
+        """User + system CPU time used so far by the live server processes (master, workers and the audit
+        process a worker started: everything an answer costs the server, whichever process spends it)."""
         ticks = 0
         for pid in self.pids():
             try:

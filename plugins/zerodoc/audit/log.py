@@ -15,6 +15,9 @@ caller is released only after that fsync: the same durability, one fsync per bat
 per request (an fsync costs milliseconds; a request's own work tens of microseconds).
 ``append_async`` lets an event loop await its record without parking a thread per request.
 
+The API server's workers do not append here themselves (unless ZERODOC_AUDIT_PROCESS=off): one audit
+process (``zerodoc.audit.service``) appends every worker's records with this class, batch by batch.
+
 This file is the embedded default. ``open_audit_log`` picks the PostgreSQL backend
 (``zerodoc.audit.pg``) instead when ZERODOC_AUDIT_DSN or AIRFLOW_CONN_ZERODOC_AUDIT is set; both
 share the group commit, the record format and the chain, so ``verify`` and ``search`` mean the same.
