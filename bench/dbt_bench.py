@@ -4,8 +4,8 @@ Both compare runs made here, now, on the same validated data (bench/run.py secti
 * `dbt.incremental_1pct_vs_full_ratio`: day 2 = day 1 with 1 % of every entity's rows changed
   (updated_at bumped, as the agency does on a change). The daily run, `dbt build
   --exclude-resource-type unit_test` of day 2 on the warehouse left by day 1, reads what incremental
-  extraction delivers: for an entity with a cursor that is not a CSV drop, a window of the changed
-  rows (`_op = 'upsert'`); CSV drops stay full snapshots. The full build, `dbt build --full-refresh`
+  extraction delivers: for an entity configured `mode: incremental` (MOIS residents and households,
+  NTS income), a window of the changed rows (`_op = 'upsert'`); the others full snapshots. The full build, `dbt build --full-refresh`
   (unit tests included), reads the equivalent full snapshot of day 2. Both must end in the same
   warehouse: every intermediate and shared table is fingerprinted after each run and compared.
   Unit tests check SQL logic on fixed fixtures, not the data, so they run in CI and on full builds,
@@ -89,8 +89,9 @@ def _changed_partition(src: Path, dest: Path, key: str, window: bool) -> int:
 
 
 def windowed(ent) -> bool:
-    """Whether incremental extraction can deliver this entity as a window (a cursor, not a CSV drop)."""
-    return ent.cursor is not None and ent.kind != "csv"
+    """Whether the pipeline's daily extraction delivers this entity as a window: configured
+    `mode: incremental` (config/sources.yml; the others are full snapshots every day)."""
+    return ent.mode == "incremental"
 
 
 def prepare_home(big: Path, home: Path, day1: str, day2: str) -> dict[str, int]:
