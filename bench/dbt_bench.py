@@ -5,9 +5,10 @@ Both compare runs made here, now, on the same validated data (bench/run.py secti
   (updated_at bumped, as the agency does on a change). The daily run, `dbt build
   --exclude-resource-type unit_test` of day 2 on the warehouse left by day 1, reads what incremental
   extraction delivers: for an entity configured `mode: incremental` (MOIS residents and households,
-  NTS income), a window of the changed rows (`_op = 'upsert'`); the others full snapshots. The full build, `dbt build --full-refresh`
-  (unit tests included), reads the equivalent full snapshot of day 2. Both must end in the same
-  warehouse: every intermediate and shared table is fingerprinted after each run and compared.
+  NTS income), a window of the changed rows (`_op = 'upsert'`); the others full snapshots. The full
+  build, `dbt build --full-refresh` (unit tests included), reads the equivalent full snapshot of
+  day 2. Both must end in the same warehouse: every intermediate and shared table is fingerprinted
+  after each run and compared.
   Unit tests check SQL logic on fixed fixtures, not the data, so they run in CI and on full builds,
   not daily (docs/dbt.md).
 * `orchestration.airflow_dbt_vs_plain_dbt_ratio`: the pipeline's dbt part as Airflow runs it vs a
