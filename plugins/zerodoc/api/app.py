@@ -1123,6 +1123,21 @@ def create_app(
 
     app.fast_lane[("GET", "/livez")] = lambda _request: livez()
 
+    @app.get(
+        "/readyz",
+        summary="Readiness: 200 when this replica can write audit records (so answer evidence), 503 and why "
+                "when it cannot; no authentication, not audited",
+        responses={503: {"description": "Not ready: the reason names the audit backend that cannot be reached"}},
+    )
+    async def readyz() -> JSONResponse:
+        # A load balancer asks every second or two: auditing the check would flood the chain, and a
+        # replica that cannot audit must leave rotation rather than refuse every request sent to it.
+        reason = await service.audit.ready()
+        if reason is None:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503,
+                            headers={"Cache-Control": "no-store"})
+
     @app.get("/.well-known/jwks.json")
     def jwks() -> JSONResponse:
         return JSONResponse(service.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})

@@ -465,6 +465,12 @@ class GroupCommitLog:
     def describe(self) -> str:
         raise NotImplementedError
 
+    async def ready(self) -> str | None:
+        """None when a record could be made durable now, else why not (the API's /readyz: a load
+        balancer takes a replica that cannot audit out of rotation instead of sending it requests
+        it can only refuse). Cheap enough to be asked every second or two."""
+        return None
+
     def search(self, query: Search) -> list[dict[str, Any]]:
         """The newest ``query.limit`` matching records, newest first."""
         raise NotImplementedError
@@ -569,6 +575,14 @@ class AuditLog(GroupCommitLog):
 
     def describe(self) -> str:
         return str(self.path)
+
+    async def ready(self) -> str | None:
+        target = self.path if self.path.exists() else self.path.parent
+        while not target.exists() and target != target.parent:  # created on the first append
+            target = target.parent
+        if not os.access(target, os.W_OK):
+            return f"audit log {self.path} is not writable"
+        return None
 
     def search(self, query: Search) -> list[dict[str, Any]]:
         found = [rec for rec in read_records(self.path) if query.matches(rec)]

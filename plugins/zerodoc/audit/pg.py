@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -126,6 +127,10 @@ def redacted(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+READY_TIMEOUT_SECONDS = 2.0
+READY_CACHE_SECONDS = 1.0
+
+
 def connect(dsn: str):
     import psycopg
 
@@ -173,9 +178,36 @@ class PostgresAuditLog(GroupCommitLog):
         self.dsn = dsn
         self._conn = None
         self._conn_lock = threading.Lock()
+        self._ready: str | None = None
+        self._ready_at = float("-inf")
 
     def describe(self) -> str:
         return redacted(self.dsn)
+
+    async def ready(self) -> str | None:
+        """A round trip on a connection of its own (the writer's may be mid-batch), 2 s at most;
+        the answer is reused for a second, so several checkers cost one query."""
+        import asyncio
+
+        now = time.monotonic()
+        if now - self._ready_at < READY_CACHE_SECONDS:
+            return self._ready
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self._ping), timeout=READY_TIMEOUT_SECONDS)
+            self._ready = None
+        except TimeoutError:
+            self._ready = f"audit database {self.describe()} did not answer within {READY_TIMEOUT_SECONDS:g} s"
+        except Exception as exc:  # noqa: BLE001 - any failure means: not ready, and why
+            self._ready = f"audit database {self.describe()} cannot be reached: {type(exc).__name__}"
+        self._ready_at = time.monotonic()
+        return self._ready
+
+    def _ping(self) -> None:
+        import psycopg
+
+        with psycopg.connect(libpq_uri(self.dsn), autocommit=True,
+                             connect_timeout=int(READY_TIMEOUT_SECONDS)) as conn:
+            conn.execute("SELECT 1")
 
     def _connection(self):
         if self._conn is None or self._conn.closed:

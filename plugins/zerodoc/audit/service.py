@@ -385,6 +385,19 @@ class AuditProcessLog(GroupCommitLog):
     def describe(self) -> str:
         return str(self.path)
 
+    async def ready(self) -> str | None:
+        """This loop's channel to the audit process is open, or can be opened now (which restarts a
+        dead process, as a request would)."""
+        loop = asyncio.get_running_loop()
+        channel = self._channels.get(loop)
+        if channel is not None and not channel.closed:
+            return None
+        try:
+            await asyncio.wait_for(self._channel(loop), timeout=5.0)
+        except (AuditError, TimeoutError) as exc:
+            return f"audit process at {self.socket} not reachable: {exc}"
+        return None
+
     def search(self, query: Search) -> list[dict[str, Any]]:
         return self._file.search(query)
 
