@@ -171,6 +171,29 @@ def stop_api_workers(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def kill_mid_load(proc: subprocess.Popen, port: int, key: str, workers: int = 8, seconds: float = 3.0) -> list:
+    """Load the server from `workers` connections (load_until_killed), SIGKILL its whole session after
+    `seconds` (every worker, and an audit process started in it), and return what was answered:
+    (status, consent reference) per request that got an answer."""
+    answered: list[tuple[int, str]] = []
+    stop = threading.Event()
+    loaders = [threading.Thread(target=load_until_killed, args=(port, key, w, answered, stop)) for w in range(workers)]
+    try:
+        for t in loaders:
+            t.start()
+        time.sleep(seconds)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        stop.set()
+        for t in loaders:
+            t.join()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return answered
+
+
 def load_until_killed(port: int, key: str, worker: int, answered: list, stop: threading.Event) -> None:
     """Requests on one keep-alive connection until the server dies; every 4th one with a valid consent.
 

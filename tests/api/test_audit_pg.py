@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import threading
-import time
 
 import psycopg
 import pytest
@@ -17,7 +14,7 @@ from fastapi.testclient import TestClient
 from zerodoc.api.app import create_app
 from zerodoc.audit.pg import TABLE, PostgresAuditLog
 
-from .support import ALICE, bearer, body, load_until_killed, start_api_workers
+from .support import ALICE, bearer, body, kill_mid_load, start_api_workers
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -86,25 +83,7 @@ def test_kill9_mid_load_loses_no_answered_request(audit_dsn, published, keys, co
         "ZERODOC_API_RATE_PER_SEC": "0",
     }
     proc, port = start_api_workers(env, tmp_path / "server.log")
-    try:
-        answered: list[tuple[int, str]] = []
-        stop = threading.Event()
-        loaders = [
-            threading.Thread(target=load_until_killed, args=(port, keys["welfare-portal"], w, answered, stop))
-            for w in range(8)
-        ]
-        for t in loaders:
-            t.start()
-        time.sleep(3)
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole server, mid-load
-        proc.wait()
-        stop.set()
-        for t in loaders:
-            t.join()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    answered = kill_mid_load(proc, port, keys["welfare-portal"])  # the whole server, mid-load
 
     statuses = {s for s, _ in answered}
     assert statuses == {200, 403}, statuses

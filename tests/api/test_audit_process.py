@@ -9,12 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 from zerodoc.audit.log import read_records, verify_chain
 
-from .support import bearer, body, load_until_killed, start_api_workers, stop_api_workers
+from .support import bearer, body, kill_mid_load, start_api_workers, stop_api_workers
 
 UNAVAILABLE = {"error": {"code": "audit_unavailable", "message": "the request could not be recorded; try again later"}}
 
@@ -51,26 +50,9 @@ def _post(port: int, key: str, **over) -> tuple[int, dict]:
 
 def test_kill9_mid_load_loses_no_answered_request(published, keys, consents, audit_path, tmp_path):
     proc, port = start_api_workers(_env(published), tmp_path / "server.log")
-    try:
-        assert len(_audit_pids(published.state_dir)) == 1  # started by a worker, shared by both
-        answered: list[tuple[int, str]] = []
-        stop = threading.Event()
-        loaders = [
-            threading.Thread(target=load_until_killed, args=(port, keys["welfare-portal"], w, answered, stop))
-            for w in range(8)
-        ]
-        for t in loaders:
-            t.start()
-        time.sleep(3)
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole server, its audit process with it
-        proc.wait()
-        stop.set()
-        for t in loaders:
-            t.join()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    started = _audit_pids(published.state_dir)
+    answered = kill_mid_load(proc, port, keys["welfare-portal"])  # the whole server, its audit process with it
+    assert len(started) == 1  # started by a worker, shared by both
 
     time.sleep(0.2)
     assert _audit_pids(published.state_dir) == []  # it was in the server's process group

@@ -3,19 +3,17 @@ it out of rotation instead of sending it requests it can only refuse; the check 
 
 from __future__ import annotations
 
-import secrets
 import socket
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.servers import scratch_postgres
 from zerodoc.api.app import create_app
 from zerodoc.audit.pg import TABLE
 
 from .support import audit_records
-
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def _closed_port() -> int:
@@ -42,12 +40,8 @@ def test_not_ready_while_no_audit_process_answers(published, monkeypatch):
 
 @pytest.fixture
 def audit_database(postgres_up) -> str:
-    name = f"zd_readyz_test_{secrets.token_hex(4)}"
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_postgres() as dsn:
+        yield dsn
 
 
 def test_ready_follows_the_audit_database(published, monkeypatch, audit_database):

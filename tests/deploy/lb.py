@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -39,3 +41,26 @@ def loopback_config(lb_port: int, upstream_ports: list[int]) -> str:
     )
     assert (binds, templates) == (1, 1), "deploy/haproxy/haproxy.cfg no longer has one bind and one server-template"
     return text
+
+
+@contextmanager
+def running_lb(haproxy_bin: str, upstream_ports: list[int], workdir: Path) -> Iterator[tuple[int, Path]]:
+    """HAProxy on loopback with the repo's config (checked with -c first) in front of `upstream_ports`;
+    yields (its port, its log file) and stops it afterwards."""
+    from tests.api.support import free_port
+
+    lb_port = free_port()
+    cfg = workdir / "haproxy.cfg"
+    cfg.write_text(loopback_config(lb_port, upstream_ports))
+    check = subprocess.run([haproxy_bin, "-c", "-f", str(cfg)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    log = workdir / "haproxy.log"
+    with open(log, "wb") as out:
+        lb = subprocess.Popen([haproxy_bin, "-db", "-f", str(cfg)], stdout=out, stderr=subprocess.STDOUT,
+                              start_new_session=True)  # fmt: skip
+    try:
+        yield lb_port, log
+        assert lb.poll() is None, log.read_text(errors="replace")
+    finally:
+        lb.terminate()
+        lb.wait(timeout=30)

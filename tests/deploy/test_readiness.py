@@ -7,13 +7,12 @@ import http.client
 import json
 import os
 import socket
-import subprocess
 import time
 
 import pytest
 
-from tests.api.support import body, free_port, start_api_workers, stop_api_workers
-from tests.deploy.lb import loopback_config
+from tests.api.support import body, start_api_workers, stop_api_workers
+from tests.deploy.lb import running_lb
 from tests.servers import scratch_postgres
 
 ACCESS_LINE = '"POST /v1/evidence HTTP/1.1"'
@@ -39,7 +38,7 @@ def _get(port: int, method: str, path: str, data=None, headers=None) -> tuple[in
 @pytest.mark.services
 def test_a_replica_that_cannot_audit_leaves_rotation(published, keys, consents, postgres_up, haproxy_bin, tmp_path):
     base = {**os.environ, "ZERODOC_HOME": str(published.home), "ZERODOC_API_RATE_PER_SEC": "0"}
-    replicas, lb = [], None
+    replicas = []
     with scratch_postgres() as dsn:
         try:
             logs = [tmp_path / "can-audit.log", tmp_path / "cannot-audit.log"]
@@ -49,28 +48,18 @@ def test_a_replica_that_cannot_audit_leaves_rotation(published, keys, consents, 
             assert status == 503 and "cannot be reached" in json.loads(answer)["reason"]
             assert _get(replicas[0][1], "GET", "/readyz")[0] == 200
 
-            lb_port = free_port()
-            cfg = tmp_path / "haproxy.cfg"
-            cfg.write_text(loopback_config(lb_port, [port for _, port in replicas]))
-            lb_log = tmp_path / "haproxy.log"
-            with open(lb_log, "wb") as out:
-                lb = subprocess.Popen([haproxy_bin, "-db", "-f", str(cfg)], stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True)  # fmt: skip
-            deadline = time.monotonic() + 30  # 2 failed checks, 2 s apart
-            while "api2 is DOWN" not in lb_log.read_text(errors="replace"):
-                assert lb.poll() is None and time.monotonic() < deadline, lb_log.read_text(errors="replace")
-                time.sleep(0.2)
-            assert "api1 is DOWN" not in lb_log.read_text(errors="replace")
-
-            headers = {"Authorization": f"Bearer {keys['welfare-portal']}", "Content-Type": "application/json"}
-            statuses = [_get(lb_port, "POST", "/v1/evidence", json.dumps(body()), headers)[0] for _ in range(40)]
+            with running_lb(haproxy_bin, [port for _, port in replicas], tmp_path) as (lb_port, lb_log):
+                deadline = time.monotonic() + 30  # 2 failed checks, 2 s apart
+                while "api2 is DOWN" not in lb_log.read_text(errors="replace"):
+                    assert time.monotonic() < deadline, lb_log.read_text(errors="replace")
+                    time.sleep(0.2)
+                assert "api1 is DOWN" not in lb_log.read_text(errors="replace")
+                headers = {"Authorization": f"Bearer {keys['welfare-portal']}", "Content-Type": "application/json"}
+                statuses = [_get(lb_port, "POST", "/v1/evidence", json.dumps(body()), headers)[0] for _ in range(40)]
             assert statuses == [200] * 40
             assert logs[0].read_text(errors="replace").count(ACCESS_LINE) == 40
             assert logs[1].read_text(errors="replace").count(ACCESS_LINE) == 0
         finally:
-            if lb is not None:
-                lb.terminate()
-                lb.wait(timeout=30)
             for proc, _port in replicas:
                 if proc.poll() is None:
                     stop_api_workers(proc)

@@ -22,9 +22,9 @@ import pytest
 import redis
 import yaml
 
-from tests.api.support import body, free_port, start_api_workers, stop_api_workers
+from tests.api.support import body, start_api_workers, stop_api_workers
 from tests.conftest import REPO
-from tests.deploy.lb import loopback_config
+from tests.deploy.lb import running_lb
 from tests.servers import scratch_postgres
 from zerodoc.api.app import MAX_BODY_BYTES
 from zerodoc.api.ratelimit import REDIS_URL_ENV, HostRateLimiter
@@ -121,28 +121,16 @@ def topology(published, keys, consents, audit_dsn, rate_redis_url, haproxy_bin, 
     }
     logs = [tmp_path / "replica1.log", tmp_path / "replica2.log"]
     replicas: list[tuple[subprocess.Popen, int]] = []
-    lb = None
     try:
         for log in logs:  # as compose runs them: `zerodoc serve ... --workers 2`
             replicas.append(start_api_workers(env, log, workers=2, cli=True))
-        lb_port = free_port()
-        cfg = tmp_path / "haproxy.cfg"
-        cfg.write_text(loopback_config(lb_port, [port for _, port in replicas]))
-        check = subprocess.run([haproxy_bin, "-c", "-f", str(cfg)], capture_output=True, text=True)
-        assert check.returncode == 0, check.stdout + check.stderr
-        lb_log = tmp_path / "haproxy.log"
-        with open(lb_log, "wb") as out:
-            lb = subprocess.Popen([haproxy_bin, "-db", "-f", str(cfg)], stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)  # fmt: skip
-        deadline = time.monotonic() + 20
-        while Client(lb_port).request("GET", "/lbz")[0] != 200:
-            assert lb.poll() is None and time.monotonic() < deadline, lb_log.read_text(errors="replace")
-            time.sleep(0.1)
-        yield Topology(lb_port, lb_log, replicas, logs, env, audit_dsn)
+        with running_lb(haproxy_bin, [port for _, port in replicas], tmp_path) as (lb_port, lb_log):
+            deadline = time.monotonic() + 20
+            while Client(lb_port).request("GET", "/lbz")[0] != 200:
+                assert time.monotonic() < deadline, lb_log.read_text(errors="replace")
+                time.sleep(0.1)
+            yield Topology(lb_port, lb_log, replicas, logs, env, audit_dsn)
     finally:
-        if lb is not None:
-            lb.terminate()
-            lb.wait(timeout=30)
         for proc, _port in replicas:
             if proc.poll() is None:
                 stop_api_workers(proc)
