@@ -1,7 +1,8 @@
 -- Households whose rows the affected-key models recompute this run (macros/affected_keys.sql):
 -- households whose registry row changed or vanished, the old and new household of every person
--- whose registry row changed, and the household of every person whose income changed. Every
--- household on a full window (int_build_window.is_full). Empty on --full-refresh (not read then).
+-- whose registry row changed, and the household of every person whose income changed. Empty on a
+-- full window (int_build_window.is_full) and on --full-refresh: the consumers recompute every
+-- household then without reading it (macros/affected_keys.sql, reads_affected_keys).
 
 with
 
@@ -23,12 +24,6 @@ residents as (
 
 ),
 
-households as (
-
-    select * from {{ ref('stg_mois__households') }}
-
-),
-
 pending as (
 
     {{ pending_changes('changes', 'build_window') }}
@@ -43,10 +38,6 @@ affected as (
     from residents
     semi join pending
         on residents.subject_pseudonym = pending.subject_pseudonym
-    union
-    select households.household_id
-    from households
-    where (select is_full from build_window)
 
 ),
 
@@ -55,6 +46,8 @@ final as (
     select household_id
     from affected
     where household_id is not null
+        -- On a full window every consumer recomputes every key (reads_affected_keys): none reads this.
+        and not (select is_full from build_window)
     {% if flags.FULL_REFRESH %}
         and false
     {% endif %}

@@ -1,8 +1,9 @@
 -- Persons whose rows the affected-key models recompute this run (macros/affected_keys.sql): persons
 -- whose registry or income rows changed or vanished, every member of an affected household (its
 -- size, head or income changed), and persons whose age in full years differs between the date the
--- models were last built as of and this one (a birthday crossed, in either direction). Everyone on
--- a full window (int_build_window.is_full). Empty on --full-refresh (not read then).
+-- models were last built as of and this one (a birthday crossed, in either direction). Empty on a
+-- full window (int_build_window.is_full) and on --full-refresh: the consumers recompute everyone then
+-- without reading it (macros/affected_keys.sql, reads_affected_keys).
 
 with
 
@@ -21,12 +22,6 @@ changes as (
 residents as (
 
     select * from {{ ref('int_residents_deduplicated') }}
-
-),
-
-incomes as (
-
-    select * from {{ ref('int_incomes_latest_filing') }}
 
 ),
 
@@ -72,10 +67,6 @@ affected as (
         on residents.household_id = affected_households.household_id
     union
     select subject_pseudonym from birthdays_crossed
-    union
-    select subject_pseudonym from residents where (select is_full from build_window)
-    union
-    select subject_pseudonym from incomes where (select is_full from build_window)
 
 ),
 
@@ -84,6 +75,8 @@ final as (
     select subject_pseudonym
     from affected
     where subject_pseudonym is not null
+        -- On a full window every consumer recomputes every key (reads_affected_keys): none reads this.
+        and not (select is_full from build_window)
     {% if flags.FULL_REFRESH %}
         and false
     {% endif %}

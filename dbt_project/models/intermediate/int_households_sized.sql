@@ -39,7 +39,7 @@ candidates as (
 
     select households.*
     from households
-    {% if is_incremental() %}
+    {% if reads_affected_keys() %}
     semi join affected_households
         on households.household_id = affected_households.household_id
     {% endif %}
@@ -52,7 +52,7 @@ members as (
         residents.household_id,
         count(*) as household_size
     from residents
-    {% if is_incremental() %}
+    {% if reads_affected_keys() %}
     semi join affected_households
         on residents.household_id = affected_households.household_id
     {% endif %}

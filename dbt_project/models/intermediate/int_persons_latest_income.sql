@@ -33,7 +33,7 @@ latest_year as (
 
     select *
     from incomes
-    {% if is_incremental() %}
+    {% if reads_affected_keys() %}
     semi join affected_subjects
         on incomes.subject_pseudonym = affected_subjects.subject_pseudonym
     {% endif %}

@@ -51,7 +51,7 @@ eligible_now as (
 
     from youth_leap
     {#- full_refresh=false keeps this incremental on --full-refresh, where the others recompute all. #}
-    {% if is_incremental() and not flags.FULL_REFRESH %}
+    {% if reads_affected_keys() %}
     semi join affected_subjects
         on youth_leap.subject_pseudonym = affected_subjects.subject_pseudonym
     {% endif %}

@@ -62,7 +62,7 @@ member_incomes as (
     from persons
     left join latest_incomes
         on persons.subject_pseudonym = latest_incomes.subject_pseudonym
-    {% if is_incremental() %}
+    {% if reads_affected_keys() %}
     semi join affected_households
         on persons.household_id = affected_households.household_id
     {% endif %}
@@ -86,7 +86,7 @@ compared as (
         ) }} as bigint) as median_income_krw
 
     from households
-    {% if is_incremental() %}
+    {% if reads_affected_keys() %}
     semi join affected_households
         on households.household_id = affected_households.household_id
     {% endif %}

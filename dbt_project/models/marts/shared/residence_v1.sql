@@ -54,7 +54,7 @@ residence as (
         residents.moved_in_on
 
     from residents
-    {% if is_incremental() %}
+    {% if reads_affected_keys() %}
     semi join affected_subjects
         on residents.subject_pseudonym = affected_subjects.subject_pseudonym
     {% endif %}

@@ -77,7 +77,7 @@ inputs as (
         rules.max_comprehensive_income_krw
 
     from persons
-    {% if is_incremental() %}
+    {% if reads_affected_keys() %}
     semi join affected_subjects
         on persons.subject_pseudonym = affected_subjects.subject_pseudonym
     {% endif %}
