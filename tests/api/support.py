@@ -158,7 +158,24 @@ def start_api_workers(
                 proc.wait()
             raise AssertionError(f"the API did not start:\n{log_path.read_text(errors='replace')}")
         time.sleep(0.2)
+    # One worker (no supervisor) binds its socket only after "Application startup complete": wait
+    # until the port accepts a connection, or a request right after this races the bind.
+    while not _listening(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            raise AssertionError(f"the API never listened on {port}:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.05)
     return proc, port
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def stop_api_workers(proc: subprocess.Popen) -> None:
