@@ -151,22 +151,16 @@ def start_api_workers(
             argv, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     deadline = time.monotonic() + 120
-    while log_path.read_text(errors="replace").count("Application startup complete") < workers:
+    # Started = every worker logged "Application startup complete" and the port accepts a connection:
+    # one worker (no supervisor) binds its socket only after that line, so a request right after it
+    # would race the bind.
+    while log_path.read_text(errors="replace").count("Application startup complete") < workers or not _listening(port):
         if proc.poll() is not None or time.monotonic() > deadline:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-            raise AssertionError(f"the API did not start:\n{log_path.read_text(errors='replace')}")
-        time.sleep(0.2)
-    # One worker (no supervisor) binds its socket only after "Application startup complete": wait
-    # until the port accepts a connection, or a request right after this races the bind.
-    while not _listening(port):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            raise AssertionError(f"the API never listened on {port}:\n{log_path.read_text(errors='replace')}")
-        time.sleep(0.05)
+            raise AssertionError(f"the API did not start on {port}:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.1)
     return proc, port
 
 
