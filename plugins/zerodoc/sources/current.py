@@ -17,10 +17,7 @@ import pyarrow.parquet as pq
 
 from zerodoc.catalog import Entity
 from zerodoc.config import Settings
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+from zerodoc.quality.suite import sql_literal
 
 
 def _partition(zone: Path, entity: Entity, ds: str) -> Path:
@@ -56,14 +53,14 @@ def open_quarantine_sql(entity: Entity, logical_date: str, cfg: Settings) -> tup
     key = entity.key
     columns = set().union(*(pq.read_schema(p).names for _, p in quarantined))
     q = " UNION ALL BY NAME ".join(
-        f"SELECT *, {key} AS _zd_key, {_literal(d)} AS _zd_ds FROM read_parquet({_literal(str(p))})"
+        f"SELECT *, {key} AS _zd_key, {sql_literal(d)} AS _zd_ds FROM read_parquet({sql_literal(str(p))})"
         for d, p in quarantined
     )
     if len(dates) == 1:
         return f"SELECT * EXCLUDE (_zd_key, _zd_ds) FROM ({q})", columns
     # Later versions: validated rows (tombstones included) of later windows, and later quarantined rows.
     later = [
-        f"SELECT {key} AS _zd_key, {_literal(d)} AS _zd_ds FROM read_parquet({_literal(str(p))})"
+        f"SELECT {key} AS _zd_key, {sql_literal(d)} AS _zd_ds FROM read_parquet({sql_literal(str(p))})"
         for d in dates[1:] if (p := _partition(cfg.validated_dir, entity, d)).is_file()
     ] + ["SELECT _zd_key, _zd_ds FROM q_rows"]
     return (
@@ -87,8 +84,8 @@ def current_rows_sql(entity: Entity, logical_date: str, cfg: Settings, columns: 
                 continue
             op = "_op" if "_op" in pq.read_schema(p).names else "NULL::VARCHAR"
             parts.append(
-                f"SELECT {key} AS _zd_key, {_literal(d)} AS _zd_ds, {op} AS _zd_op, {', '.join(columns)} "
-                f"FROM read_parquet({_literal(str(p))})"
+                f"SELECT {key} AS _zd_key, {sql_literal(d)} AS _zd_ds, {op} AS _zd_op, {', '.join(columns)} "
+                f"FROM read_parquet({sql_literal(str(p))})"
             )
     if not parts:
         return None
