@@ -60,6 +60,16 @@ class Topology:
     def lb_lines(self) -> list[re.Match]:
         return [m for m in map(LB_LINE.search, self.lb_log.read_text(errors="replace").splitlines()) if m]
 
+    def lb_settled(self, answered: int, timeout: float = 10.0) -> list[re.Match]:
+        """The LB's lines once it has logged `answered` replica answers: HAProxy writes a request's line when
+        its stream closes, which can be just after the client has read the answer (a CI run read 164 of 165)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.lb_lines()
+            if sum(m["server"] in ("api1", "api2") for m in lines) >= answered or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
+
 
 class Client:
     """One keep-alive connection to the LB, reopened when a response closes it; errors are results."""
@@ -203,8 +213,9 @@ def test_two_replicas_behind_haproxy_share_limit_and_audit_chain_and_survive_a_k
     # ... and nothing else reached them (the 401 is the at-the-limit body of _lb_front_door).
     assert per_replica[0] + per_replica[1] == {200: BURST, 429: sent_a - BURST, 401: 1}, per_replica
     # HAProxy's log says the same, server by server (the 401 at the limit above is in one of them).
+    lb_lines = top.lb_settled(sum((per_replica[0] + per_replica[1]).values()))
     for i, server in enumerate(("api1", "api2")):
-        lb_said = Counter(int(m["status"]) for m in top.lb_lines() if m["server"] == server)
+        lb_said = Counter(int(m["status"]) for m in lb_lines if m["server"] == server)
         assert lb_said == top.served(i), (server, lb_said, top.served(i))
     # Shared through Redis, not through the host buckets in the data root the two also share here (as
     # replicas on one host would): the consumer's bucket is in Redis and its host bucket is still full.
