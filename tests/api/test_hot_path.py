@@ -108,3 +108,95 @@ def test_fast_lane_answers_are_audited_and_other_methods_take_the_framework(clie
         ("/v1/evidence", 405, "method_not_allowed"),
     ]
     assert sorted(records[0]["fields"]) == sorted(answer["evidence"]["fields"])
+
+
+def _both_ways(client, monkeypatch):
+    """A TestClient of the same app that skips the fast lane (FastAPI's routing, middleware and route
+    handler), and the issued_at text frozen so that answers from either one can be compared byte for byte."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from zerodoc.api import app as api
+
+    frozen = api._now()
+    monkeypatch.setattr(api, "_now", lambda: frozen)
+    app = client.app
+
+    async def framework(scope, receive, send):
+        await FastAPI.__call__(app, scope, receive, send)
+
+    other = TestClient(framework)
+    other.portal = client.portal  # the same event loop: the audit channel opened at start-up serves both
+    return other
+
+
+def test_the_fast_lane_answers_and_denies_byte_for_byte_as_the_framework_route(
+    client, keys, published, consents, audit_path, monkeypatch
+):
+    """Every denial path of evidence and bundles, and granted answers, through the raw ASGI lane and
+    through FastAPI's route: the same status, headers and body bytes, and the same audit record."""
+    framework = _both_ways(client, monkeypatch)
+    welfare = bearer(keys["welfare-portal"])
+    subject = pseudonymize(ALICE, published.pseudonym_key)
+    now = datetime.now(UTC)
+    revoked = consents.record(
+        subject_pseudonym=subject, consumer="welfare-portal", purpose="basic_livelihood_application",
+        datasets=["residence_v1"], valid_from=now - timedelta(days=1), valid_to=now + timedelta(days=1),
+        recorded_by="test",
+    ).consent_id  # fmt: skip
+    consents.revoke(revoked, subject)
+    household = consents.record(
+        subject_pseudonym=subject, consumer="welfare-portal", purpose="basic_livelihood_application",
+        datasets=["household_v1"], valid_from=now - timedelta(days=1), valid_to=now + timedelta(days=1),
+        recorded_by="test",
+    ).consent_id  # fmt: skip
+    as_json = {**welfare, "Content-Type": "application/json"}
+    cases = [  # (path, body: a dict sent as JSON, bytes, or a list of chunks sent without a length, headers)
+        ("/v1/evidence", body(), welfare),  # granted
+        ("/v1/evidence", body(fields=["sido_name"]), welfare),
+        ("/v1/evidence", body(), {}),  # no key
+        ("/v1/evidence", body(), bearer("zdk_not-a-key")),
+        ("/v1/evidence", body(), {"Authorization": "Basic abc"}),
+        ("/v1/evidence", body(), bearer(keys["citizen-portal"])),  # role
+        ("/v1/evidence", b"x" * 5000, as_json),  # too large, declared
+        ("/v1/evidence", [b"{" * 3000, b"}" * 3000], as_json),  # too large, found while reading
+        ("/v1/evidence", b"{not json", as_json),
+        ("/v1/evidence", b"[1, 2]", as_json),
+        ("/v1/evidence", {"purpose": "basic_livelihood_application"}, welfare),  # missing fields
+        ("/v1/evidence", {**body(), "x'--": 1}, welfare),  # unknown field
+        ("/v1/evidence", {**body(), "subject_id": 9}, welfare),  # wrong type
+        ("/v1/evidence", body(evidence_type="passport"), welfare),
+        ("/v1/evidence", body(purpose="Not A Purpose"), welfare),
+        ("/v1/evidence", body(subject_id="900101-1234567' OR 1=1"), welfare),
+        ("/v1/evidence", body(consent_id=" "), welfare),
+        ("/v1/evidence", body(purpose="youth_leap_account_eligibility"), welfare),  # purpose not granted
+        ("/v1/evidence", body(fields=["household_id"]), welfare),  # field not granted
+        ("/v1/evidence", body(consent_id="cns_never-recorded"), welfare),  # consent missing
+        ("/v1/evidence", body(consent_id=revoked), welfare),  # consent revoked
+        ("/v1/evidence", body(evidence_type="household"), welfare),  # consent scope
+        ("/v1/evidence", body(evidence_type="household", consent_id=household), welfare),  # not published: 503
+        ("/v1/bundles/crime-victim-support", body(), welfare),  # not granted
+        ("/v1/bundles/crime-victim-support", body(), bearer(keys["victim-support-center"])),
+        ("/v1/bundles/crime-victim-support", b"{}", as_json),
+    ]
+    seen = set()
+    for path, sent, headers in cases:
+        answers, records = [], []
+        for way in (client, framework):
+            if isinstance(sent, dict):
+                r = way.post(path, json=sent, headers=headers)
+            else:
+                r = way.post(path, content=sent if isinstance(sent, bytes) else iter(sent), headers=headers)
+            answers.append((r.status_code, sorted(r.headers.items()), r.content))
+            records.append(audit_records(audit_path)[-1])
+        assert answers[0] == answers[1], (path, sent)
+        varying = {"request_id", "seq", "ts", "prev_hash", "hash"}
+        fast, slow = ({k: v for k, v in rec.items() if k not in varying} for rec in records)
+        assert fast == slow and records[0]["seq"] + 1 == records[1]["seq"], (path, sent)
+        seen.add(fast["reason"])
+    assert seen == {
+        "granted", "unauthorized", "role_not_allowed", "body_too_large", "invalid_json", "invalid_request",
+        "unknown_evidence_type", "invalid_purpose", "invalid_subject_id", "invalid_consent_id",
+        "purpose_not_granted", "field_not_granted", "consent_missing", "consent_revoked", "consent_scope",
+        "dataset_unavailable",
+    }  # fmt: skip

@@ -89,25 +89,35 @@ _MARKS = {"fields": "\ue000fields\ue000", "issued_at": "\ue000issued\ue000", "su
 class EvidenceAPI(FastAPI):
     """FastAPI with an exact-match fast lane for the hot routes (evidence, bundle, /livez).
 
-    Those requests go straight to their handler instead of through the middleware stack,
-    route matching and dependency solving, which cost about as much CPU as a constant answer.
-    The routes stay registered with FastAPI too (OpenAPI, 405s, anything not an exact match),
-    and the baseline /livez takes the same lane as evidence, so their ratio is like for like.
+    Those requests go straight to their handler, a plain ASGI callable, instead of through the
+    middleware stack, route matching and dependency solving, which cost about as much CPU as a
+    constant answer. The routes stay registered with FastAPI too (OpenAPI, 405s, anything not an
+    exact match). /livez takes the lane as it always has (a Request, its handler's JSONResponse);
+    evidence and bundles read the ASGI messages and send their answer's two messages themselves.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.fast_lane: dict[tuple[str, str], Callable[[Request], Any]] = {}
+        self.fast_lane: dict[tuple[str, str], Callable[[dict, Any, Any], Any]] = {}
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - ASGI signature
         if scope["type"] == "http":
             handler = self.fast_lane.get((scope["method"], scope["path"]))
             if handler is not None:
                 scope["app"] = self
-                response = await handler(Request(scope, receive, send))
-                await response(scope, receive, send)
+                await handler(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+def _request_lane(handler: Callable[[Request], Any]) -> Callable[[dict, Any, Any], Any]:
+    """A fast-lane entry for a handler taking a Starlette Request and returning a Response."""
+
+    async def lane(scope, receive, send) -> None:  # noqa: ANN001 - ASGI signature
+        response = await handler(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    return lane
 
 
 class ApiError(Exception):
@@ -179,16 +189,16 @@ def _now() -> str:
 _NOW_TEXT: tuple[int, str] = (-1, "")
 
 
-def _header(request: Request, name: bytes) -> str | None:
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
     """One request header straight from the ASGI scope (no Headers object on the hot path)."""
-    for key, value in request.scope["headers"]:
+    for key, value in scope["headers"]:
         if key == name:
             return value.decode("latin-1")
     return None
 
 
-def _bearer(request: Request) -> str | None:
-    scheme, _, token = (_header(request, b"authorization") or "").partition(" ")
+def _bearer(scope: dict[str, Any]) -> str | None:
+    scheme, _, token = (_header(scope, b"authorization") or "").partition(" ")
     if scheme.lower() != "bearer":
         return None
     return token.strip() or None
@@ -390,7 +400,7 @@ class EvidenceService:
     # ---- the request pipeline ------------------------------------------------------------
     def handle(
         self,
-        request: Request,
+        scope: dict[str, Any],
         raw: bytes | None,
         roles: tuple[str, ...],
         op: Callable[[dict[str, Any], Consumer, bytes], Outcome],
@@ -400,15 +410,14 @@ class EvidenceService:
         raw is None when the body was larger than MAX_BODY_BYTES (it was not read further).
         """
         # Audit context, filled in as the request is understood; written on every exit path.
-        scope = request.scope
         ctx: dict[str, Any] = {"request_id": _request_id(), "method": scope["method"], "path": scope["path"]}
         self.watch.pin()  # one look for changed state files per request, not one per check
         try:
-            consumer = self.consumers.authenticate(_bearer(request))
+            consumer = self.consumers.authenticate(_bearer(scope))
             if consumer is None:
                 # Unauthenticated floods share one bucket per client address: each is audited (fsync).
-                client = request.client.host if getattr(request, "client", None) else "unknown"
-                wait = self.limiter.take(f"anonymous:{client}")
+                client = scope.get("client")
+                wait = self.limiter.take(f"anonymous:{client[0] if client else 'unknown'}")
                 if wait is not None:
                     raise ApiError(
                         429,
@@ -484,6 +493,10 @@ class EvidenceService:
             return Outcome(JSONResponse(body, status_code=err.status, headers=err.headers))
         ctx = {"request_id": str(uuid.uuid4()), "method": request.method, "path": request.url.path}
         return self.deny(ctx, err)
+
+    def deny_scope(self, scope: dict[str, Any], err: ApiError) -> Outcome:
+        """deny_request for a fast-lane request (its path is one of the /v1/ routes)."""
+        return self.deny({"request_id": _request_id(), "method": scope["method"], "path": scope["path"]}, err)
 
     async def respond(self, outcome: Outcome) -> Response:
         """The response, once its audit record is fsync'd; 503 and no answer if it cannot be."""
@@ -934,13 +947,15 @@ def _consent_json(consent: Any) -> dict[str, Any]:
     }
 
 
-async def _read_capped(request: Request) -> bytes | None:
-    """The body, or None once it exceeds MAX_BODY_BYTES (the rest is not read into memory)."""
-    declared = _header(request, b"content-length")
+async def _read_capped(scope: dict[str, Any], receive: Callable[[], Any]) -> bytes | None:
+    """The body, or None once it exceeds MAX_BODY_BYTES (the rest is not read into memory).
+
+    The ASGI messages themselves: Starlette's Request.stream() adds a generator per request.
+    """
+    declared = _header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         return None
     chunks, size = [], 0
-    receive = request.receive  # the ASGI messages themselves: Starlette's stream() adds a generator per request
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -952,6 +967,15 @@ async def _read_capped(request: Request) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send_response(response: Response, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """What response(scope, receive, send) sends, without its per-call work for an already-serialised answer."""
+    if type(response) is _JSONBytes:
+        await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+    else:
+        await response(scope, receive, send)
 
 
 def create_app(
@@ -992,26 +1016,32 @@ def create_app(
     secured = [{"bearerAuth": []}]
 
     def route(roles: tuple[str, ...], op: Callable[..., Outcome], inline: bool):
-        async def handler(request: Request) -> Response:
+        async def answer(scope: dict[str, Any], receive: Any) -> Response:
             try:
-                raw = await _read_capped(request)
+                raw = await _read_capped(scope, receive)
                 if inline and service.inline_ready():
-                    outcome = service.handle(request, raw, roles, op)
+                    outcome = service.handle(scope, raw, roles, op)
                 else:  # SQLite writes with fsync, or an index's first load: not on the event loop
-                    outcome = await run_in_threadpool(service.handle, request, raw, roles, op)
+                    outcome = await run_in_threadpool(service.handle, scope, raw, roles, op)
             except Exception as exc:  # noqa: BLE001 - e.g. the client went away mid-body; still audited
-                log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
-                outcome = service.deny_request(request, ApiError(500, "internal_error", "internal error"))
+                log.error("unhandled %s on %s", type(exc).__name__, scope["path"])
+                outcome = service.deny_scope(scope, ApiError(500, "internal_error", "internal error"))
             return await service.respond(outcome)
 
-        return handler
+        async def handler(request: Request) -> Response:  # the registered route: OpenAPI, non-exact matches
+            return await answer(request.scope, request.receive)
+
+        async def lane(scope, receive, send) -> None:  # noqa: ANN001 - ASGI signature
+            await _send_response(await answer(scope, receive), scope, receive, send)
+
+        return handler, lane
 
     def post(
         path: str, roles: tuple[str, ...], op, model, response, summary: str, status: int = 200, inline: bool = False
     ):
-        handler = route(roles, op, inline)
+        handler, lane = route(roles, op, inline)
         if inline:
-            app.fast_lane[("POST", path)] = handler
+            app.fast_lane[("POST", path)] = lane
         app.add_api_route(
             path,
             handler,
@@ -1096,7 +1126,11 @@ def create_app(
     async def access_log(request: Request) -> Response:
         query = dict(request.query_params)
         outcome = await run_in_threadpool(
-            service.handle, request, b"", ("auditor",), lambda ctx, c, _raw: service.access_log_query_op(ctx, c, query)
+            service.handle,
+            request.scope,
+            b"",
+            ("auditor",),
+            lambda ctx, c, _raw: service.access_log_query_op(ctx, c, query),
         )
         return await service.respond(outcome)
 
@@ -1107,7 +1141,7 @@ def create_app(
         openapi_extra={"security": secured},
     )
     async def audit_verify(request: Request) -> Response:
-        outcome = await run_in_threadpool(service.handle, request, b"", ("auditor",), service.audit_verify_op)
+        outcome = await run_in_threadpool(service.handle, request.scope, b"", ("auditor",), service.audit_verify_op)
         return await service.respond(outcome)
 
     @app.get("/v1/health")
@@ -1121,7 +1155,7 @@ def create_app(
     async def livez() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    app.fast_lane[("GET", "/livez")] = lambda _request: livez()
+    app.fast_lane[("GET", "/livez")] = _request_lane(lambda _request: livez())
 
     @app.get(
         "/readyz",
