@@ -10,12 +10,15 @@ from typer.testing import CliRunner
 from zerodoc.api.cli import consumer_app
 from zerodoc.api.consumers import (
     ConsumerError,
+    ConsumerRegistry,
     add_consumer,
     authenticate,
     consumers_path,
     list_consumers,
     revoke_consumer,
+    rotate_consumer,
 )
+from zerodoc.api.watch import ChangeWatch
 
 
 def test_only_a_hash_of_the_key_is_stored(cfg):
@@ -40,6 +43,22 @@ def test_authenticate_and_revoke(cfg):
     # Re-adding a revoked consumer issues a new key; the old one stays dead.
     new = add_consumer("welfare-portal", cfg)
     assert authenticate(new, cfg).name == "welfare-portal" and authenticate(key, cfg) is None
+
+
+@pytest.mark.parametrize("watched", [True, False])
+def test_one_registry_sees_revocations_and_rotations_at_once(cfg, watched):
+    """The server's registry (one per worker, kept for its life): what the CLI changes applies to the next request."""
+    key = add_consumer("welfare-portal", cfg)
+    auditor = add_consumer("audit-office", cfg, role="auditor")
+    registry = ConsumerRegistry(cfg, watch=ChangeWatch([cfg.state_dir]) if watched else None)
+    assert registry.authenticate(key).name == "welfare-portal"
+    assert registry.authenticate(auditor).role == "auditor"
+    assert registry.authenticate(key[:-1]) is None and registry.authenticate("") is None
+    new = rotate_consumer("welfare-portal", cfg)
+    assert registry.authenticate(key) is None and registry.authenticate(new).name == "welfare-portal"
+    revoke_consumer("welfare-portal", cfg)
+    assert registry.authenticate(new) is None
+    assert registry.authenticate(auditor).name == "audit-office"
 
 
 def test_bad_names_duplicates_and_unknowns(cfg):

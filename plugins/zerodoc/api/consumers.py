@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import hmac
 import json
 import os
 import re
@@ -160,19 +159,21 @@ class ConsumerRegistry:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._entries: list[tuple[str, str, Consumer]] = []
+        self._active: dict[str, Consumer] = {}  # key hash -> its active holder, rebuilt with _entries
         # A ChangeWatch over the file's directory (zerodoc.api.watch): no stat while nothing changed there.
         self._watch = watch if watch is not None and watch.covers(self.path.parent) else None
         self._seen: int | None = None
 
-    def _refresh(self) -> list[tuple[str, str, Consumer]]:
+    def _refresh(self) -> dict[str, Consumer]:
         if self._watch is not None:
             generation = self._watch.generation()
             if generation == self._seen:
-                return self._entries
-            entries = self._restat()
+                return self._active
+            self._restat()
             self._seen = generation  # read before the stat: a change after it moves the generation again
-            return entries
-        return self._restat()
+            return self._active
+        self._restat()
+        return self._active
 
     def _restat(self) -> list[tuple[str, str, Consumer]]:
         try:
@@ -183,20 +184,21 @@ class ConsumerRegistry:
         with self._lock:
             if stamp != self._stamp:
                 doc = _read(self.path)
-                self._entries = [(name, e["key_sha256"], _consumer(name, e)) for name, e in doc["consumers"].items()]
+                entries = [(name, e["key_sha256"], _consumer(name, e)) for name, e in doc["consumers"].items()]
+                self._active = {stored: consumer for _name, stored, consumer in entries if consumer.active}
+                self._entries = entries
                 self._stamp = stamp
             return self._entries
 
     def authenticate(self, key: str | None) -> Consumer | None:
+        """The active holder of key: its SHA-256 looked up among the active keys' hashes.
+
+        A dict lookup, not a constant-time compare against each entry: what its timing could tell
+        depends on the SHA-256 of the presented key, which a caller cannot steer towards a stored one.
+        """
         if not key:
             return None
-        presented = hash_key(key)
-        found: Consumer | None = None
-        # Compare against every entry without stopping early: timing says nothing about which matched.
-        for _name, stored, consumer in self._refresh():
-            if hmac.compare_digest(presented, stored) and consumer.active:
-                found = consumer
-        return found
+        return self._refresh().get(hash_key(key))
 
 
 def authenticate(key: str | None, cfg: Settings | None = None) -> Consumer | None:
