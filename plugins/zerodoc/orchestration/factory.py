@@ -240,7 +240,8 @@ def build_notify_dag() -> DAG:
         ### Proactive benefit notifications
         Runs whenever `benefit_notifications_v1` is published: writes the notifications it would send
         (recipient pseudonym, programme, rule, reason) to `state/notifications/outbox/<as_of>.jsonl`,
-        each notification id once ever (ledger `state/notifications/sent.json`). Rerunning sends nothing new.
+        each notification id once ever (ledger `state/notifications/ledger/<as_of>.parquet`). Rerunning sends nothing
+        new.
 
         **Owner:** zerodoc-platform · **Triage:** a failure leaves the ledger untouched; rerun the task.
         """)

@@ -10,6 +10,8 @@ from typing import Any
 import yaml
 
 from zerodoc.quality.identifiers import region_regex
+from zerodoc.sql import sql_ident  # noqa: F401 - part of this module's interface (validate.py)
+from zerodoc.sql import sql_literal as _sql_literal
 
 SEVERITIES = ("fail", "warn")
 
@@ -120,18 +122,12 @@ def to_gx_suite(suite: Suite) -> Any:
 # ignore NULLs (they are `not_be_null`'s business), so every predicate except not_be_null does too.
 
 
-def sql_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def sql_literal(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    raise SuiteError(f"cannot render {value!r} as a SQL literal")
+    """zerodoc.sql.sql_literal, refusing what it cannot render as a suite error (it comes from a suite file)."""
+    try:
+        return _sql_literal(value)
+    except ValueError as exc:
+        raise SuiteError(str(exc)) from None
 
 
 def _between(col: str, kw: dict[str, Any]) -> str:

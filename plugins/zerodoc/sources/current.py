@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from zerodoc.catalog import Entity
 from zerodoc.config import Settings
-from zerodoc.quality.suite import sql_literal
+from zerodoc.sql import sql_literal
 
 
 def _partition(zone: Path, entity: Entity, ds: str) -> Path:
