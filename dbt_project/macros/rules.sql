@@ -16,8 +16,11 @@
     end
 {%- endmacro %}
 
-{#- Age in full years (만 나이) on a date; a 29 February birthday counts from 1 March in common years. -#}
+{#- Age in full years (만 나이) on a date; a 29 February birthday counts from 1 March in common years.
+    The month-day comparison is integer (month × 100 + day), not strftime('%m%d') strings: the same
+    order, without formatting two strings per row (it runs over all 10M persons in the birthday scan). -#}
 {% macro age_on(born_on, as_of) -%}
     (date_diff('year', {{ born_on }}, {{ as_of }})
-     - case when strftime({{ as_of }}, '%m%d') < strftime({{ born_on }}, '%m%d') then 1 else 0 end)
+     - case when month({{ as_of }}) * 100 + day({{ as_of }}) < month({{ born_on }}) * 100 + day({{ born_on }})
+            then 1 else 0 end)
 {%- endmacro %}

@@ -24,27 +24,34 @@ regions as (
 
 ),
 
-banded as (
+counted as (
 
+    -- Count per sigungu × sex × band number before naming bands: the label is built for the few
+    -- thousand cells, not for each of 10M persons (the same band: 10-year steps, 80 and over in one).
     select
         sigungu_code,
         sex,
         case
-            when {{ age_on('born_on', as_of_date()) }} >= 80 then '80+'
-            else lpad(cast(10 * ({{ age_on('born_on', as_of_date()) }} // 10) as varchar), 2, '0')
-                || '-' || lpad(cast(10 * ({{ age_on('born_on', as_of_date()) }} // 10) + 9 as varchar), 2, '0')
-        end as age_band
+            when age >= 80 then 8
+            else age // 10
+        end as band_number,
+        count(*) as population
 
-    from persons
-    where born_on is not null and sex in ('M', 'F') and sigungu_code is not null
+    from (
+        select sigungu_code, sex, {{ age_on('born_on', as_of_date()) }} as age
+        from persons
+        where born_on is not null and sex in ('M', 'F') and sigungu_code is not null
+    ) as aged
+    group by all
 
 ),
 
 age_bands as (
 
     select * from (values
-        ('00-09'), ('10-19'), ('20-29'), ('30-39'), ('40-49'), ('50-59'), ('60-69'), ('70-79'), ('80+')
-    ) as t (age_band)
+        (0, '00-09'), (1, '10-19'), (2, '20-29'), (3, '30-39'), (4, '40-49'), (5, '50-59'), (6, '60-69'),
+        (7, '70-79'), (8, '80+')
+    ) as t (band_number, age_band)
 
 ),
 
@@ -56,8 +63,8 @@ sexes as (
 
 grid as (
 
-    select sigungus.sigungu_code, age_bands.age_band, sexes.sex
-    from (select distinct sigungu_code from banded) as sigungus
+    select sigungus.sigungu_code, age_bands.band_number, age_bands.age_band, sexes.sex
+    from (select distinct sigungu_code from counted) as sigungus
     cross join age_bands
     cross join sexes
 
@@ -69,14 +76,13 @@ cells as (
         grid.sigungu_code,
         grid.age_band,
         grid.sex,
-        count(banded.sigungu_code) as population
+        coalesce(counted.population, 0) as population
 
     from grid
-    left join banded
-        on grid.sigungu_code = banded.sigungu_code
-        and grid.age_band = banded.age_band
-        and grid.sex = banded.sex
-    group by grid.sigungu_code, grid.age_band, grid.sex
+    left join counted
+        on grid.sigungu_code = counted.sigungu_code
+        and grid.band_number = counted.band_number
+        and grid.sex = counted.sex
 
 ),
 

@@ -58,8 +58,12 @@ latest_cases as (
 
 insured_on_as_of as (
 
+    -- Victims only: about one person in a hundred, so the distinct runs over their enrolments, not
+    -- the nation's.
     select distinct enrolments.subject_pseudonym
     from enrolments
+    semi join latest_cases
+        on enrolments.subject_pseudonym = latest_cases.subject_pseudonym
     where enrolments.acquired_on <= {{ as_of_date() }}
         and (enrolments.lost_on is null or enrolments.lost_on > {{ as_of_date() }})
 
