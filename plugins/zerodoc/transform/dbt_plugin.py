@@ -39,8 +39,11 @@ class Plugin(BasePlugin):
     def configure_connection(self, conn) -> None:
         # Executed on the raw DuckDB handle, not through dbt's add_query, so the pads are never logged.
         _configure(conn, self._macro_sql)
-        # A GLOBAL setting: once per database, not per cursor.
+        # GLOBAL settings: once per database, not per cursor.
         conn.execute(f"set checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        # No vacuum by default: the run's on-run-end hook (macros/vacuum.sql) allows it for the closing
+        # checkpoint once deleted rows make up VACUUM_DEAD_FRACTION of an incremental table.
+        conn.execute("set max_vacuum_tasks = 0")
 
     def configure_cursor(self, cursor) -> None:
         _configure(cursor, self._macro_sql)
