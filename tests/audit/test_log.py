@@ -224,6 +224,35 @@ def test_template_lines_are_byte_for_byte_the_canonical_record_for_awkward_value
     assert used_template > 1000  # the cached path was exercised, not only the fallback
 
 
+def test_segment_lines_are_byte_for_byte_the_lines_chain_writes():
+    """A worker's record_segments, joined and hashed by chain_lines, give chain()'s lines and chain,
+    mixed in a batch with records that take the general path (no segments)."""
+    import random
+
+    from zerodoc.audit import log as audit_log
+
+    texts = [None, "", "plain", "900101-1234567", 'x"y', "a\\b", "한글", "tab\tx", "\x00", "9001011234567", "\u2028"]
+    rng = random.Random(11)
+    batch, segmented = [], 0
+    for _ in range(2000):
+        fields = {k: rng.choice(texts) for k in audit_log.RECORD_FIELDS if rng.random() < 0.8}
+        fields["fields"] = rng.choice([[], ["a", "b"], ["x", "900101-1234567"], ['"q'], ["a", 1]])
+        fields["status"] = rng.choice([200, 404, 10**20, True, None, 2.5])
+        batch.append(fields)
+    items = []
+    for fields in batch:
+        segments = audit_log.record_segments(fields)
+        assert segments is None or (segments.count(audit_log.SEGMENT_SEP) == 3 and b"\n" not in segments)
+        segmented += segments is not None
+        items.append(fields if segments is None else segments)
+    for prev in (audit_log.GENESIS_HASH, 'we"ird'):
+        ts = "2026-12-07T12:00:00.000001Z"
+        records, expected = audit_log.chain(batch, 41, prev, ts)
+        lines, seq, last = audit_log.chain_lines(items, 41, prev, ts)
+        assert lines == expected and (seq, last) == (records[-1]["seq"], records[-1]["hash"])
+    assert 300 < segmented < len(batch)  # both kinds of item were exercised
+
+
 def test_a_write_by_another_process_between_batches_is_chained_onto(tmp_path):
     """The tail remembered after a batch is used only while nobody else has appended since."""
     path = tmp_path / "evidence.log"

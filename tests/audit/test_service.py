@@ -98,6 +98,39 @@ def test_a_record_that_cannot_be_written_is_refused_and_the_next_one_is_written(
     assert verify_chain(log_path).ok
 
 
+def test_a_worker_sends_segments_and_a_malformed_line_is_refused_alone(tmp_path):
+    """The usual record travels as record_segments; a line that is neither segments nor a record's JSON
+    gets a refusal ack of its own, and the records around it are written and chained."""
+    import socket
+
+    from zerodoc.audit.log import SEGMENT_SEP, record_segments
+
+    state = tmp_path / "state"
+    log = service.AuditProcessLog(state)
+    granted = {"request_id": "r1", "method": "POST", "path": "/v1/evidence", "consumer": "c", "fields": ["a"],
+               "decision": "allowed", "status": 200, "reason": "granted", "subject_pseudonym": "ab" * 32}  # fmt: skip
+    assert record_segments(granted) is not None
+
+    async def scenario():
+        await log.append_fields_async(granted)
+        log.close()
+
+    asyncio.run(scenario())
+    good = SEGMENT_SEP + record_segments({**granted, "request_id": "r2"}) + b"\n"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(service.socket_path(state)))
+        s.sendall(good + SEGMENT_SEP + b"only" + SEGMENT_SEP + b"two\n" + b"[1]\n" + good.replace(b"r2", b"r3"))
+        acks = b""
+        while acks.count(b"\n") < 4:
+            acks += s.recv(4096)
+    assert acks == (
+        b"+1\n-1 record segments are not four pieces\n-1 record has fields an audit record cannot carry\n+1\n"
+    )
+    log_path = state / "audit" / "evidence.log"
+    assert [r["request_id"] for r in read_records(log_path)] == ["r1", "r2", "r3"]
+    assert verify_chain(log_path).ok
+
+
 def test_one_audit_process_per_state_directory(tmp_path):
     state = tmp_path / "state"
     service.ensure_running(state)

@@ -355,6 +355,60 @@ def _fast_line(fields: dict[str, Any], seq: int, ts_text: bytes, ts: str, prev_h
     return record, head + b',"hash":"' + digest.encode("ascii") + b'"' + tail + b"\n", digest
 
 
+# A record's canonical line cut where the chain values go (hash, prev_hash, seq, ts): four pieces
+# joined by SEGMENT_SEP, which JSON text cannot hold raw (control characters are escaped in it).
+SEGMENT_SEP = b"\x00"
+
+
+def record_segments(fields: dict[str, Any]) -> bytes | None:
+    """The record's canonical text around its chain values, scrubbed as chain() scrubs; None when it
+    takes chain()'s general path. A worker makes these, so that the audit process, which alone knows
+    seq, ts and the previous hash, joins and hashes bytes instead of parsing and re-serialising a record.
+    """
+    template = _template(fields)
+    if template is None:
+        return None
+    consent = _varying(fields.get("consent_id"))
+    request = _varying(fields.get("request_id"))
+    subject = _varying(fields.get("subject_pseudonym"))
+    if consent is None or request is None or subject is None:
+        return None
+    return SEGMENT_SEP.join(
+        (
+            b'{"consent_id":' + consent[1] + template.after_consent,
+            template.before_prev,
+            template.before_request + request[1] + b',"seq":',
+            template.before_subject + subject[1] + b',"ts":',
+        )
+    )
+
+
+def chain_lines(
+    batch: list[dict[str, Any] | bytes], seq: int, prev_hash: str, ts: str | None = None
+) -> tuple[list[bytes], int, str]:
+    """chain() for a writer that needs only the lines: items are records' fields or their
+    record_segments(); returns the lines and the new (seq, hash) of the tail."""
+    lines: list[bytes] = []
+    if ts is None:
+        ts = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    ts_text = _encode(ts).encode("utf-8")
+    end = ts_text + b"}"
+    for item in batch:
+        seq += 1
+        if type(item) is bytes:
+            head, before_prev, before_seq, before_ts = item.split(SEGMENT_SEP)
+            prev = prev_hash.encode("ascii")
+            prev_text = b'"' + prev + b'"' if prev_hash.isalnum() else _encode(prev_hash).encode("ascii")
+            tail = b"".join((before_prev, prev_text, before_seq, str(seq).encode("ascii"), before_ts, end))
+            prev_hash = hashlib.sha256(prev + head + tail).hexdigest()
+            lines.append(head + b',"hash":"' + prev_hash.encode("ascii") + b'"' + tail + b"\n")
+            continue
+        _records, one = chain([item], seq - 1, prev_hash, ts)
+        prev_hash = _records[0]["hash"]
+        lines.append(one[0])
+    return lines, seq, prev_hash
+
+
 def _line_and_hash(record: dict[str, Any]) -> tuple[bytes, str]:
     """The record's log line and its hash, serialising it once instead of twice.
 
@@ -392,12 +446,15 @@ def _settle(pending: list[_Pending]) -> None:
             p.future.set_result(p.record)
 
 
-def chain(batch: list[dict[str, Any]], seq: int, prev_hash: str) -> tuple[list[dict[str, Any]], list[bytes]]:
+def chain(
+    batch: list[dict[str, Any]], seq: int, prev_hash: str, ts: str | None = None
+) -> tuple[list[dict[str, Any]], list[bytes]]:
     """Scrub, number, timestamp and chain a batch onto (seq, prev_hash): the records and their lines."""
     records: list[dict[str, Any]] = []
     lines: list[bytes] = []
     # One time for the batch: its records are chained and written together, under one lock and one fsync.
-    ts = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if ts is None:
+        ts = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     ts_text = _encode(ts).encode("utf-8")
     for fields in batch:
         seq += 1
@@ -591,7 +648,9 @@ class AuditLog(GroupCommitLog):
     def verify(self) -> VerifyResult:
         return verify_chain(self.path)
 
-    def _write_batch(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _write_batch(self, batch: list[dict[str, Any]], lines_only: bool = False) -> list[dict[str, Any]]:
+        """Chain batch onto the log and fsync it; the records, or with lines_only (items may be
+        record_segments() too) none."""
         with self._fd_lock:  # flock excludes other processes; this, other threads sharing the descriptor
             try:
                 fd = self._descriptor()
@@ -605,7 +664,12 @@ class AuditLog(GroupCommitLog):
                     else:
                         seq, prev_hash, offset = _read_tail(fd, size)
                     self._tail = None  # until this batch is durable
-                    records, lines = chain(batch, seq, prev_hash)
+                    if lines_only:
+                        records: list[dict[str, Any]] = []
+                        lines, seq, prev_hash = chain_lines(batch, seq, prev_hash)
+                    else:
+                        records, lines = chain(batch, seq, prev_hash)
+                        seq, prev_hash = records[-1]["seq"], records[-1]["hash"]
                     if offset != size:  # a write torn by a crash: never answered, overwritten
                         _SYS.truncate(fd, offset)
                     data = b"".join(lines)
@@ -613,7 +677,7 @@ class AuditLog(GroupCommitLog):
                     while written < len(data):
                         written += _SYS.pwrite(fd, data[written:], offset + written)
                     os.fsync(fd)  # milliseconds: the one call of the batch that lets go of the GIL
-                    self._tail = (offset + len(data), records[-1]["seq"], records[-1]["hash"])
+                    self._tail = (offset + len(data), seq, prev_hash)
                 finally:
                     _SYS.unlock(fd)
             except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -3,10 +3,12 @@
 Without it each uvicorn worker ran its own writer thread, and the two appended to one file under
 ``flock``: a batch per worker, the tail read back whenever the other had written, and the GIL handed
 between the request loop and the writer around every batch. Here a worker's event loop sends its
-records over a Unix socket (JSON lines, all the records of one loop iteration in one write) and awaits
+records over a Unix socket (lines, all the records of one loop iteration in one write) and awaits
 acks; the audit process (one thread, no GIL to share) reads what every worker sent, chains it as one
 batch onto the log with ``AuditLog`` (same lines, same chain, same ``flock`` against any other writer),
-fsyncs once, and acks each worker's share in one write. An ack line is ``+N`` (the next N records of
+fsyncs once, and acks each worker's share in one write. A record line is its JSON object, or, for the
+usual record, its ``record_segments``: the worker scrubs and serialises it around the chain values, so
+the audit process only joins and hashes bytes. An ack line is ``+N`` (the next N records of
 that connection are durable) or ``-N message`` (they are not: the caller answers 503).
 
 Durability is unchanged: an answer waits for the ack, and the ack is sent after the fsync. A record
@@ -46,12 +48,14 @@ from typing import Any
 from zerodoc.audit.log import (
     _FIELD_SET,
     RECORD_FIELDS,
+    SEGMENT_SEP,
     AuditError,
     AuditLog,
     GroupCommitLog,
     Search,
     VerifyResult,
     default_log_path,
+    record_segments,
 )
 
 log = logging.getLogger(__name__)
@@ -137,22 +141,21 @@ class _AuditServer:
         self.scheduled = False
         pending, self.pending = self.pending, []
         results: list[str | None] = []  # per pending record: None when durable, else why not
-        batch: list[dict[str, Any]] = []
-        # One json.loads for the batch (the lines are whole JSON objects without newlines): the usual case.
-        try:
-            decoded = json.loads(b"[" + b",".join(line for _conn, line in pending) + b"]")
-        except ValueError:
-            decoded = None
-        if (
-            type(decoded) is list
-            and len(decoded) == len(pending)
-            and all(type(f) is dict and f.keys() <= _FIELD_SET for f in decoded)
-        ):
-            batch, results = decoded, [None] * len(decoded)
+        batch: list[dict[str, Any] | bytes] = []
+        # The usual line is a record's segments (record_segments: SEGMENT_SEP first, then four pieces).
+        if all(line[:1] == SEGMENT_SEP and line.count(SEGMENT_SEP) == 4 for _conn, line in pending):
+            batch, results = [line[1:] for _conn, line in pending], [None] * len(pending)
             pending_lines: list[tuple[_Connection, bytes]] = []
-        else:  # find the records that are not: one by one
+        else:  # JSON records (the general path) among them: one by one
             pending_lines = pending
         for _conn, line in pending_lines:
+            if line[:1] == SEGMENT_SEP:
+                if line.count(SEGMENT_SEP) != 4:
+                    results.append("record segments are not four pieces")
+                    continue
+                batch.append(line[1:])
+                results.append(None)
+                continue
             try:
                 fields = json.loads(line)
             except ValueError:
@@ -165,7 +168,7 @@ class _AuditServer:
             results.append(None)
         if batch:
             try:
-                self.log._write_batch(batch)
+                self.log._write_batch(batch, lines_only=True)
             except AuditError as exc:
                 log.error("audit batch of %d records not written: %s", len(batch), exc)
                 message = str(exc).replace("\n", " ")
@@ -316,10 +319,14 @@ class _Channel(asyncio.Protocol):
         self.transport = transport
 
     def send(self, fields: dict[str, Any]) -> asyncio.Future:
-        try:
-            line = _dumps(fields).encode("utf-8") + b"\n"
-        except (TypeError, ValueError, RecursionError) as exc:  # a value JSON cannot carry: as the file backend says
-            raise AuditError(f"audit record cannot be written: {exc}") from None
+        segments = record_segments(fields)  # the usual record: scrubbed and cut here, joined and hashed there
+        if segments is not None:
+            line = SEGMENT_SEP + segments + b"\n"
+        else:
+            try:
+                line = _dumps(fields).encode("utf-8") + b"\n"
+            except (TypeError, ValueError, RecursionError) as exc:  # a value JSON cannot carry: as the file backend
+                raise AuditError(f"audit record cannot be written: {exc}") from None
         future = self.loop.create_future()
         self._waiting.append(future)
         if not self._out:
