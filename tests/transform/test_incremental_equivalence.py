@@ -76,6 +76,14 @@ def day2_snapshots(home) -> dict[tuple[str, str], pa.Table]:
     incomes = _bump(_read(home, "nts", "income"), "income_id", {2}, earned_income=5_000_000)
     enrolments = _bump(_read(home, "moel", "employment_insurance"), "enrolment_id", {1},
                        lost_date=DAY2.replace("-", ""))
+    # MOEL corrects the person of enrolment 2 (김철수's only one, to 이영희), and registers a job for
+    # 박서준 that starts on DAY3: known on day 3 although no row changes that day.
+    enrolments = _bump(enrolments, "enrolment_id", {2}, rrn="820202-2345678")
+    enrolments = _append(enrolments, {
+        "enrolment_id": 3, "rrn": "900404-1111111", "employer_brn": "2208162517", "workplace_name": "제로독 상사",
+        "acquired_date": DAY3.replace("-", ""), "lost_date": "", "monthly_wage": 2_800_000,
+        "updated_at": BUMPED.as_py(),
+    })  # fmt: skip
     cases = _append(_read(home, "police", "crime_victim_cases"), {
         "case_id": 5, "victim_rrn": "010606-4123456", "crime_type": "상해", "incident_date": "20250228",
         "reported_date": "20250301", "police_station_code": "PS1001", "sigungu_code": "41590",
@@ -238,6 +246,9 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, list
     _write_day(full3.home, DAY3, day3_full)
     _build(daily3, list(DAILY_BUILD_ARGS), DAY3)
     out["day3_daily_tests"] = _compiled_tests(daily3)
+    out["day3_daily_employment_sql"] = (
+        target_dir(daily3) / "compiled" / "zerodoc" / "models" / "marts" / "shared" / "employment_v1.sql"
+    ).read_text()
     _build(full3, ["build", "--full-refresh"], DAY3)
     out["day3_daily"], out["day3_full"] = _snapshot(daily3), _snapshot(full3)
     return out
@@ -376,3 +387,24 @@ def test_an_affected_key_model_writing_a_key_it_did_not_delete_fails_the_run(bui
     (node,) = failed.value.summary.failed
     assert node.unique_id == "model.zerodoc.residence_v1"
     assert "wrote a subject_pseudonym outside int_affected_subjects: not-an-affected-person" in node.message
+
+
+def test_employment_follows_a_moved_enrolment_and_a_start_date_alone(builds, pseudonym_key):
+    """employment_v1 recomputes only affected persons on a daily run: on day 2 the previous person of a
+    moved enrolment (김철수 loses his only one, so his row goes) and the new one (이영희); on day 3, when
+    no MOEL row changes, the person whose job starts that day (박서준), found by the date alone."""
+    from zerodoc.privacy import pseudonymize
+
+    def rows(snapshot, rrn):
+        return [r for r in snapshot["shared.employment_v1"] if r[0] == pseudonymize(rrn, pseudonym_key)]
+
+    day2 = builds["day2_daily"]
+    assert rows(day2, "800101-1234567") == []
+    assert [r[6] for r in rows(day2, "820202-2345678")] == [1]  # enrolment_count
+    day3 = builds["day3_daily"]
+    assert day3["intermediate.int_enrolment_changes"] == []
+    assert "semi join affected_subjects" in builds["day3_daily_employment_sql"]
+    (seo,) = rows(day3, "900404-1111111")
+    # insured_since, current enrolments (job 1 was lost on DAY2), all enrolments
+    assert (seo[3], seo[5], seo[6]) == (dt.date.fromisoformat(DAY3), 1, 2)
+    assert day3["shared.employment_v1"] == builds["day3_full"]["shared.employment_v1"]

@@ -41,6 +41,7 @@ SCHEMA_MARKERS = (
 RUN_STATE_TABLES = frozenset({
     "intermediate.int_person_changes", "intermediate.int_build_window", "intermediate.int_affected_subjects",
     "intermediate.int_affected_households", "intermediate.affected_key_builds",
+    "intermediate.int_enrolment_changes",
 })  # fmt: skip
 
 

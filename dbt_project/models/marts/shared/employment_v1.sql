@@ -3,8 +3,22 @@
 -- jobs, the one acquired most recently is "current"; the count says how many there are.
 
 -- as_of is not a column: it is the run's (shared.build_as_of), stamped on the published version.
--- A table rebuilt in full: measured at 1M persons, writing only changed rows (`changed_rows`) cost
--- more than the rebuild (comparing narrow rows of long strings outweighs writing them).
+-- Incremental by person (macros/employment_changes.sql): a daily run recomputes the persons whose
+-- enrolments staging wrote or deleted (int_enrolment_changes) and those with an acquired_on / lost_on
+-- between the last build's as_of and this one; everyone on a first or full build.
+
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail',
+        pre_hook=["{{ delete_employment_affected() }}"],
+        post_hook=["{{ record_build() }}"]
+    )
+}}
+
+-- depends_on: {{ ref('int_enrolment_changes') }}
+{%- set affected_only = employment_reads_affected() %}
 
 with
 
@@ -14,10 +28,22 @@ enrolments as (
 
 ),
 
+{% if affected_only %}
+affected_subjects as (
+
+    {{ employment_affected_subjects() }}
+
+),
+{% endif %}
+
 known_on_as_of as (
 
     select *
     from enrolments
+    {% if affected_only %}
+    semi join affected_subjects
+        on enrolments.subject_pseudonym = affected_subjects.subject_pseudonym
+    {% endif %}
     where enrolments.acquired_on <= {{ as_of_date() }}
 
 ),
