@@ -89,35 +89,33 @@ _MARKS = {"fields": "\ue000fields\ue000", "issued_at": "\ue000issued\ue000", "su
 class EvidenceAPI(FastAPI):
     """FastAPI with an exact-match fast lane for the hot routes (evidence, bundle, /livez).
 
-    Those requests go straight to their handler, a plain ASGI callable, instead of through the
-    middleware stack, route matching and dependency solving, which cost about as much CPU as a
-    constant answer. The routes stay registered with FastAPI too (OpenAPI, 405s, anything not an
-    exact match). /livez takes the lane as it always has (a Request, its handler's JSONResponse);
-    evidence and bundles read the ASGI messages and send their answer's two messages themselves.
+    Those requests go straight to their handler instead of through the middleware stack, route
+    matching and dependency solving, which cost about as much CPU as a constant answer. The routes
+    stay registered with FastAPI too (OpenAPI, 405s, anything not an exact match). /livez takes the
+    lane as it always has (a Request, its handler's Response); evidence and bundles take the raw
+    lane: plain ASGI callables that read the body's messages and send their answer's two messages.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.fast_lane: dict[tuple[str, str], Callable[[dict, Any, Any], Any]] = {}
+        self.fast_lane: dict[tuple[str, str], Callable[[Request], Any]] = {}
+        self.raw_lane: dict[tuple[str, str], Callable[[dict, Any, Any], Any]] = {}
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - ASGI signature
         if scope["type"] == "http":
-            handler = self.fast_lane.get((scope["method"], scope["path"]))
+            key = (scope["method"], scope["path"])
+            handler = self.fast_lane.get(key)
             if handler is not None:
                 scope["app"] = self
-                await handler(scope, receive, send)
+                response = await handler(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+            raw = self.raw_lane.get(key)
+            if raw is not None:
+                scope["app"] = self
+                await raw(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
-
-
-def _request_lane(handler: Callable[[Request], Any]) -> Callable[[dict, Any, Any], Any]:
-    """A fast-lane entry for a handler taking a Starlette Request and returning a Response."""
-
-    async def lane(scope, receive, send) -> None:  # noqa: ANN001 - ASGI signature
-        response = await handler(Request(scope, receive, send))
-        await response(scope, receive, send)
-
-    return lane
 
 
 class ApiError(Exception):
@@ -1041,7 +1039,7 @@ def create_app(
     ):
         handler, lane = route(roles, op, inline)
         if inline:
-            app.fast_lane[("POST", path)] = lane
+            app.raw_lane[("POST", path)] = lane
         app.add_api_route(
             path,
             handler,
@@ -1155,7 +1153,7 @@ def create_app(
     async def livez() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    app.fast_lane[("GET", "/livez")] = _request_lane(lambda _request: livez())
+    app.fast_lane[("GET", "/livez")] = lambda _request: livez()
 
     @app.get(
         "/readyz",
