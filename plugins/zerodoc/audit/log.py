@@ -313,8 +313,8 @@ def _varying(value: Any) -> tuple[Any, bytes] | None:
     return value, _json_text(value)
 
 
-def _fast_line(fields: dict[str, Any], seq: int, ts_text: bytes, ts: str, prev_hash: str):
-    """(record, line, hash) from a template, or None when the record needs canonical_json."""
+def _template_parts(fields: dict[str, Any]):
+    """(template, consent, request, subject) for a record a template can write, else None."""
     template = _template(fields)
     if template is None:
         return None
@@ -323,6 +323,15 @@ def _fast_line(fields: dict[str, Any], seq: int, ts_text: bytes, ts: str, prev_h
     subject = _varying(fields.get("subject_pseudonym"))
     if consent is None or request is None or subject is None:
         return None
+    return template, consent, request, subject
+
+
+def _fast_line(fields: dict[str, Any], seq: int, ts_text: bytes, ts: str, prev_hash: str):
+    """(record, line, hash) from a template, or None when the record needs canonical_json."""
+    parts = _template_parts(fields)
+    if parts is None:
+        return None
+    template, consent, request, subject = parts
     prev = prev_hash.encode("ascii")
     prev_text = b'"' + prev + b'"' if prev_hash.isalnum() else _encode(prev_hash).encode("ascii")
     head = b'{"consent_id":' + consent[1] + template.after_consent
@@ -365,14 +374,10 @@ def record_segments(fields: dict[str, Any]) -> bytes | None:
     takes chain()'s general path. A worker makes these, so that the audit process, which alone knows
     seq, ts and the previous hash, joins and hashes bytes instead of parsing and re-serialising a record.
     """
-    template = _template(fields)
-    if template is None:
+    parts = _template_parts(fields)
+    if parts is None:
         return None
-    consent = _varying(fields.get("consent_id"))
-    request = _varying(fields.get("request_id"))
-    subject = _varying(fields.get("subject_pseudonym"))
-    if consent is None or request is None or subject is None:
-        return None
+    template, consent, request, subject = parts
     return SEGMENT_SEP.join(
         (
             b'{"consent_id":' + consent[1] + template.after_consent,
