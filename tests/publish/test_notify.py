@@ -107,6 +107,9 @@ def test_outbox_lines_keep_unicode_and_every_field(zerodoc_home):
     _publish(cfg, "2026-11-01.a", "2026-11-01", [("n1", "p1", "2026-11-01")])
     r = send_new_notifications(cfg)
     raw = r.outbox.read_bytes()
+    import zerodoc.publish.notify as notify
+
+    assert {p.stat().st_mode & 0o777 for p in (r.outbox, *notify.ledger_dir(cfg).iterdir())} == {0o600}
     assert raw.endswith(b"\n") and raw.count(b"\n") == 1
     assert json.loads(raw) == {"dataset_version": "2026-11-01.a", "notification_id": "n1", "programme":
                                "youth_leap_account", "reason": "age 19-34, income within limits",

@@ -56,6 +56,7 @@ def _copy_atomic(con, select: str, dest: Path, options: str) -> None:
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
         con.execute(f"COPY ({select}) TO {sql_literal(str(tmp))} ({options})")
+        os.chmod(tmp, 0o600)  # recipients and their income reasons: the owner's only, as write_bytes_atomic makes files
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
