@@ -42,7 +42,7 @@ class Plugin(BasePlugin):
         # GLOBAL settings: once per database, not per cursor.
         conn.execute(f"set checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         # No vacuum by default: the run's on-run-end hook (macros/vacuum.sql) allows it for the closing
-        # checkpoint once deleted rows make up VACUUM_DEAD_FRACTION of an incremental table.
+        # checkpoint once deleted rows make up its dead_fraction (20 %) of an incremental table.
         conn.execute("set max_vacuum_tasks = 0")
 
     def configure_cursor(self, cursor) -> None:
