@@ -85,3 +85,41 @@ def test_unreachable_server_is_a_clear_retryable_error(stand_ins, monkeypatch):
     with pytest.raises(SourceUnavailableError, match="PostgreSQL source for mois.residents unavailable"):
         extract("mois.residents", "2026-11-27", cfg)
     assert not (cfg.raw_dir / "mois/residents/ds=2026-11-27").exists()
+
+
+def _batches(n: int, log: list, fail_at: int | None = None):
+    import pyarrow as pa
+
+    try:
+        for i in range(n):
+            if i == fail_at:
+                raise ValueError(f"source broke at batch {i}")
+            log.append(i)
+            yield pa.record_batch({"i": [i]})
+    finally:
+        log.append("closed")
+
+
+def test_read_ahead_keeps_order_and_stops_the_source_with_its_consumer():
+    from zerodoc.sources.extract import read_ahead
+
+    log: list = []
+    assert [b.column(0)[0].as_py() for b in read_ahead(_batches(50, log), 2, "t")] == list(range(50))
+    assert log[-1] == "closed"
+
+    log.clear()
+    reader = read_ahead(_batches(10_000, log), 2, "t")
+    assert next(reader).column(0)[0].as_py() == 0
+    reader.close()  # the writer failed: the producer stops and the source is closed, not read to its end
+    assert log[-1] == "closed" and len(log) < 10
+
+
+def test_read_ahead_raises_the_sources_error_in_the_writer():
+    from zerodoc.sources.extract import read_ahead
+
+    log: list = []
+    got = []
+    with pytest.raises(ValueError, match="source broke at batch 3"):
+        for b in read_ahead(_batches(10, log, fail_at=3), 2, "t"):
+            got.append(b.column(0)[0].as_py())
+    assert got == [0, 1, 2] and log[-1] == "closed"
