@@ -55,6 +55,7 @@ import pyarrow.compute as pc
 from zerodoc.api.datasets import KEY_COLUMN, LATEST_BY
 from zerodoc.config import Settings
 from zerodoc.publish import store
+from zerodoc.sql import sql_literal
 
 KEY_BYTES = 32
 SORT_MEMORY_LIMIT = "1GB"
@@ -303,10 +304,6 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _sql_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _build_table(version: store.PublishedVersion, columns: tuple[str, ...], spill_dir: Path | None) -> pa.Table:
     """The version's rows to serve, sorted by key: `_key` (fixed_size_binary(32)) then the columns."""
     selected = ", ".join(f'"{c}"' for c in columns)
@@ -314,7 +311,7 @@ def _build_table(version: store.PublishedVersion, columns: tuple[str, ...], spil
     dedupe = f'QUALIFY row_number() OVER (PARTITION BY "{KEY_COLUMN}" ORDER BY "{latest}" DESC) = 1' if latest else ""
     query = (
         f'SELECT unhex("{KEY_COLUMN}") AS _key{", " + selected if selected else ""} '
-        f"FROM read_parquet({_sql_literal(str(version.data_path))}) "
+        f"FROM read_parquet({sql_literal(str(version.data_path))}) "
         f'WHERE "{KEY_COLUMN}" IS NOT NULL AND length("{KEY_COLUMN}") = {KEY_BYTES * 2} '
         f"{dedupe} ORDER BY _key"
     )
@@ -323,7 +320,7 @@ def _build_table(version: store.PublishedVersion, columns: tuple[str, ...], spil
         if spill_dir is not None:
             # Cap DuckDB's sort memory (it spills beyond); the result table is what stays resident.
             spill_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            con.sql(f"SET temp_directory = {_sql_literal(str(spill_dir))}")
+            con.sql(f"SET temp_directory = {sql_literal(str(spill_dir))}")
             con.sql(f"SET memory_limit = '{SORT_MEMORY_LIMIT}'")
         table = con.sql(query).to_arrow_table()
     except duckdb.Error as exc:

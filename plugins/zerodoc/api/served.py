@@ -36,6 +36,7 @@ from zerodoc.api.index import (
 from zerodoc.api.policy import AccessPolicy
 from zerodoc.config import Settings
 from zerodoc.publish import store
+from zerodoc.sql import sql_literal
 
 HOUSEHOLD_DATASET = "household_v1"
 MEMBERSHIP_DATASET = "residence_v1"
@@ -49,10 +50,6 @@ def _check_published_bytes(version: store.PublishedVersion) -> None:
         raise DatasetUnavailable(
             f"{version.dataset} version {version.version}: data.parquet does not match its published checksum"
         )
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def household_key(household_id: int) -> str:
@@ -169,7 +166,7 @@ def _build_households(version: store.PublishedVersion, columns: tuple[str, ...],
     key = KEY_COLUMNS[HOUSEHOLD_DATASET]
     selected = "".join(f', "{c}"' for c in columns)
     query = (
-        f'SELECT "{key}" AS _key{selected} FROM read_parquet({_literal(str(version.data_path))}) '
+        f'SELECT "{key}" AS _key{selected} FROM read_parquet({sql_literal(str(version.data_path))}) '
         f'WHERE "{key}" IS NOT NULL AND "{key}" >= 0 ORDER BY "{key}"'
     )
     con = duckdb.connect()
