@@ -246,6 +246,18 @@ def _postgres_columns(conn, entity: Entity) -> dict[str, str]:
     return dict(rows)
 
 
+def put_unless_stopped(q: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put `item` on a bounded queue, waiting for room until `stop` is set (the consumer has gone);
+    False when it was not put."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def read_postgres(entity: Entity, uri: str, window: Window | None = None) -> Iterator[pa.RecordBatch]:
     """COPY ... TO STDOUT (CSV) drained by a thread into multi-MiB blocks that Arrow's CSV reader parses
     while the next block arrives: no row ever becomes a Python object, and the network read, the
@@ -281,13 +293,7 @@ def read_postgres(entity: Entity, uri: str, window: Window | None = None) -> Ite
     stop = threading.Event()
 
     def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                blocks.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(blocks, item, stop)
 
     def drain() -> None:
         try:
@@ -766,13 +772,7 @@ def read_ahead(batches: Iterator[pa.RecordBatch], depth: int, name: str) -> Iter
     done = object()
 
     def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(items, item, stop)
 
     def produce() -> None:
         try:
