@@ -488,8 +488,14 @@ def database_outage(admin_uri: str, database: str) -> Iterator[None]:
 
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
+        # One at a time, lock waiters first, each gone before the next is signalled. Signalled all at
+        # once, a lock holder can exit first and hand its lock to a waiter that then finishes a small
+        # COPY before its own signal lands: the outage would miss the very session it was aimed at.
+        pids = [r[0] for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+            "ORDER BY coalesce(wait_event_type = 'Lock', false) DESC, pid", (database,))]
+        for pid in pids:
+            conn.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
     try:
         yield
     finally:
