@@ -55,3 +55,33 @@ def test_staged_dir_swaps_in_one_step_and_clears_litter_of_a_killed_writer(tmp_p
     (a / "x").write_text("a")
     assert exchange_paths(a, b)  # this machine's kernel and file system support it
     assert (b / "x").read_text() == "a" and not list(a.iterdir())
+
+
+def test_copy_atomic_writes_the_query_answers_its_rows_and_sets_the_mode(tmp_path):
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from zerodoc.fsutil import copy_atomic
+
+    dest = tmp_path / "out" / "it's.parquet"  # a quote in the name travels as SQL text
+    with duckdb.connect() as con:
+        rows = copy_atomic(con, "select range as n from range(1000)", dest, "format parquet", mode=0o600)
+    assert rows == 1000
+    assert pq.read_table(dest)["n"].to_pylist() == list(range(1000))
+    assert dest.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in dest.parent.iterdir()] == [dest.name]
+
+
+def test_copy_atomic_failure_keeps_the_previous_file_and_no_temp(tmp_path):
+    import duckdb
+
+    from zerodoc.fsutil import copy_atomic
+
+    dest = tmp_path / "ledger.parquet"
+    with duckdb.connect() as con:
+        copy_atomic(con, "select 1 as n", dest, "format parquet")
+        before = dest.read_bytes()
+        with pytest.raises(duckdb.Error):
+            copy_atomic(con, "select 1 / 'x'::int as n", dest, "format parquet")
+    assert dest.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [dest.name]

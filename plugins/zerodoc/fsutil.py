@@ -45,6 +45,30 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def copy_atomic(con: Any, select: str, dest: Path, options: str, mode: int | None = None) -> int:
+    """DuckDB's `COPY (select) TO dest (options)` through a temporary file beside dest, fsynced, then
+    renamed over dest; returns the rows written. `mode` sets the file's permissions before the rename
+    (DuckDB creates files 0644 whatever the temporary file had)."""
+    from zerodoc.sql import sql_literal
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        (rows,) = con.execute(f"COPY ({select}) TO {sql_literal(tmp)} ({options})").fetchone()
+        if mode is not None:
+            os.chmod(tmp, mode)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(dest.parent)
+    return int(rows)
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from zerodoc.config import Settings
 from zerodoc.config import settings as load_settings
-from zerodoc.fsutil import fsync_dir
+from zerodoc.fsutil import copy_atomic
 from zerodoc.publish import store
 from zerodoc.sql import sql_literal
 
@@ -30,6 +30,7 @@ DATASET = "benefit_notifications_v1"
 # The outbox line, keys in this (sorted) order: what a sending service reads.
 OUTBOX_COLUMNS = ("dataset_version", "notification_id", "programme", "reason", "recipient_pseudonym", "rule_id")
 LEGACY_LEDGER = "sent.json"  # the ledger before it was Parquet: one JSON object {notification_id: version}
+PRIVATE = 0o600  # recipients and their income reasons: the owner's only, as write_bytes_atomic makes files
 
 
 @dataclass(frozen=True)
@@ -50,22 +51,6 @@ def ledger_dir(cfg: Settings) -> Path:
     return notifications_dir(cfg) / "ledger"
 
 
-def _copy_atomic(con, select: str, dest: Path, options: str) -> None:
-    """COPY (select) to dest through a temporary file in its directory, fsynced, then renamed."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        con.execute(f"COPY ({select}) TO {sql_literal(str(tmp))} ({options})")
-        os.chmod(tmp, 0o600)  # recipients and their income reasons: the owner's only, as write_bytes_atomic makes files
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(dest.parent)
-
-
 def _read_outbox(path: Path) -> str:
     columns = ", ".join(f"{sql_literal(c)}: 'VARCHAR'" for c in OUTBOX_COLUMNS)
     return (f"read_json({sql_literal(str(path))}, format = 'newline_delimited', columns = {{{columns}}}, "
@@ -79,9 +64,9 @@ def _list(paths: list[Path]) -> str:
 def _index_outbox(con, outbox: Path, cfg: Settings) -> None:
     """The outbox's ids as its ledger file, which records the outbox size it indexed."""
     size = outbox.stat().st_size
-    _copy_atomic(con, f"SELECT notification_id, dataset_version FROM {_read_outbox(outbox)}",
-                 ledger_dir(cfg) / f"{outbox.stem}.parquet",
-                 f"FORMAT parquet, KV_METADATA {{outbox_bytes: {sql_literal(str(size))}}}")
+    copy_atomic(con, f"SELECT notification_id, dataset_version FROM {_read_outbox(outbox)}",
+                ledger_dir(cfg) / f"{outbox.stem}.parquet",
+                f"FORMAT parquet, KV_METADATA {{outbox_bytes: {sql_literal(str(size))}}}", mode=PRIVATE)
 
 
 def _recover(con, cfg: Settings) -> None:
@@ -101,10 +86,13 @@ def _recover(con, cfg: Settings) -> None:
             _index_outbox(con, outbox, cfg)
     legacy = notifications_dir(cfg) / LEGACY_LEDGER
     if legacy.exists():
+        import pyarrow as pa
+
         sent = json.loads(legacy.read_text())
-        con.execute("CREATE TEMP TABLE legacy (notification_id VARCHAR, dataset_version VARCHAR)")
-        con.executemany("INSERT INTO legacy VALUES (?, ?)", list(sent.items()))
-        _copy_atomic(con, "SELECT * FROM legacy", ledger_dir(cfg) / "legacy-sent-json.parquet", "FORMAT parquet")
+        con.register("legacy", pa.table({"notification_id": pa.array(list(sent), pa.string()),
+                                         "dataset_version": pa.array(list(sent.values()), pa.string())}))
+        copy_atomic(con, "SELECT * FROM legacy", ledger_dir(cfg) / "legacy-sent-json.parquet", "FORMAT parquet",
+                    mode=PRIVATE)
         legacy.unlink()
 
 
@@ -137,7 +125,7 @@ def send_new_notifications(cfg: Settings | None = None) -> NotifyResult:
             new = (f"SELECT 1 AS batch, {sql_literal(version.version)} AS dataset_version, notification_id, "
                    "programme, reason, subject_pseudonym AS recipient_pseudonym, rule_id FROM fresh")
             lines = f"{previous} UNION ALL {new}" if previous else new
-            _copy_atomic(con, f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM ({lines}) ORDER BY batch, notification_id",
-                         outbox, "FORMAT json")
+            copy_atomic(con, f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM ({lines}) ORDER BY batch, notification_id",
+                        outbox, "FORMAT json", mode=PRIVATE)
             _index_outbox(con, outbox, cfg)
     return NotifyResult(version.version, as_of, candidates, fresh, candidates - fresh, outbox)

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zerodoc.config import Settings, restored_environ
+from zerodoc.fsutil import copy_atomic
 
 MART_SCHEMA = "shared"
 BUILD_AS_OF = "build_as_of"  # one row: the logical date the marts were last built as of
@@ -243,40 +243,22 @@ def export_mart(model: str, dest: Path, cfg: Settings | None = None, as_of: str 
     manifest = _manifest(cfg)
     stamp = _published_as_of(model, cfg, manifest)
     order_by = ", ".join(f'm."{c}"' for c in _unique_key(model, manifest)) or "all"
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        # The same memory cap as dbt's connection (profiles.yml); DuckDB's default is 80 % of RAM.
-        config = {"memory_limit": os.environ.get("ZERODOC_DBT_MEMORY_LIMIT", "3GB")}
-        with duckdb.connect(str(cfg.warehouse_path), read_only=True, config=config) as con:
-            built = con.execute(f"select cast(as_of as varchar) from {MART_SCHEMA}.{BUILD_AS_OF}").fetchall()
-            if len(built) != 1:
-                raise ValueError(f"{MART_SCHEMA}.{BUILD_AS_OF} holds {len(built)} rows, expected one")
-            if as_of is not None and built[0][0] != as_of:
-                raise ValueError(f"the warehouse was built as of {built[0][0]}, not {as_of}: run dbt for {as_of} first")
-            select = (
-                f"select m.*, b.as_of from {relation} as m cross join {MART_SCHEMA}.{BUILD_AS_OF} as b"
-                if stamp
-                else f"select m.* from {relation} as m"
-            )
-            # COPY answers the rows it wrote: no second pass (income_v1 is a view, computed again).
-            (rows,) = con.execute(
-                f"copy ({select} order by {order_by}) to '{_sql_str(tmp)}' "
-                f"(format parquet, compression zstd, row_group_size {PARQUET_ROW_GROUP_SIZE})"
-            ).fetchone()
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return int(rows)
-
-
-def _sql_str(value: str) -> str:
-    return value.replace("'", "''")
+    # The same memory cap as dbt's connection (profiles.yml); DuckDB's default is 80 % of RAM.
+    config = {"memory_limit": os.environ.get("ZERODOC_DBT_MEMORY_LIMIT", "3GB")}
+    with duckdb.connect(str(cfg.warehouse_path), read_only=True, config=config) as con:
+        built = con.execute(f"select cast(as_of as varchar) from {MART_SCHEMA}.{BUILD_AS_OF}").fetchall()
+        if len(built) != 1:
+            raise ValueError(f"{MART_SCHEMA}.{BUILD_AS_OF} holds {len(built)} rows, expected one")
+        if as_of is not None and built[0][0] != as_of:
+            raise ValueError(f"the warehouse was built as of {built[0][0]}, not {as_of}: run dbt for {as_of} first")
+        select = (
+            f"select m.*, b.as_of from {relation} as m cross join {MART_SCHEMA}.{BUILD_AS_OF} as b"
+            if stamp
+            else f"select m.* from {relation} as m"
+        )
+        # COPY answers the rows it wrote: no second pass (income_v1 is a view, computed again).
+        return copy_atomic(con, f"{select} order by {order_by}", Path(dest),
+                           f"format parquet, compression zstd, row_group_size {PARQUET_ROW_GROUP_SIZE}")
 
 
 def _manifest(cfg: Settings) -> dict:
