@@ -29,16 +29,52 @@ def log(msg: str) -> None:
     print(f"[bench {dt.datetime.now():%H:%M:%S}] {msg}", flush=True)
 
 
+def _tree_pss_mb(pid: int) -> float:
+    """Sum of PSS over a process and its descendants now (shared pages split, not counted twice)."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for p in procs:
+        try:
+            with open(f"/proc/{p.pid}/smaps_rollup") as fh:
+                total += next(int(line.split()[1]) for line in fh if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            continue  # gone meanwhile
+    return total / 1024
+
+
 def measured(cmd: list[str], env: dict[str, str], log_file: Path) -> tuple[float, float, int]:
-    """Run cmd to completion; return (wall seconds, peak RSS MB of its process tree's largest member, rc)."""
+    """Run cmd to completion; return (wall seconds, peak memory MB, rc).
+
+    Peak memory is that of the whole process tree: the largest sum of PSS over the processes alive
+    together (sampled every 0.2 s), and never less than the largest single member's peak RSS
+    (exact, from the kernel), so processes running side by side are counted together.
+    """
+    import threading
+
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    peak = [0.0]
+    done = threading.Event()
     with open(log_file, "wb") as fh:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+
+        def sample() -> None:
+            while not done.wait(0.2):
+                peak[0] = max(peak[0], _tree_pss_mb(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t0
+        done.set()
+        sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return seconds, usage.ru_maxrss / 1024, proc.returncode
+    return seconds, max(peak[0], usage.ru_maxrss / 1024), proc.returncode
 
 
 def env_for(home: Path) -> dict[str, str]:
