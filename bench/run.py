@@ -203,11 +203,12 @@ def e2e_breakdown(home: Path) -> dict:
     """Seconds per Airflow task of the pipeline's run for BENCH_DS (its last try of each) and per phase of
     the baseline, from the metadata DB and the baseline's own report; missing pieces are left out."""
     import sqlite3
+    from contextlib import closing
 
     detail: dict = {}
     db = home / "airflow" / "airflow.db"
     if db.exists():
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
             rows = con.execute(
                 "SELECT ti.dag_id, ti.task_id, ti.duration FROM task_instance ti "
                 "JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id "
