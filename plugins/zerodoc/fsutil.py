@@ -30,19 +30,27 @@ def libc_keeping_gil() -> ctypes.PyDLL | None:
         return None
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary file (0600) beside `path` for the block to write and fsync: renamed over `path`, and
+    the directory fsynced, when the block ends well; removed when it does not."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with _replacing(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def copy_atomic(con: Any, select: str, dest: Path, options: str, mode: int | None = None) -> int:
@@ -51,21 +59,12 @@ def copy_atomic(con: Any, select: str, dest: Path, options: str, mode: int | Non
     (DuckDB creates files 0644 whatever the temporary file had)."""
     from zerodoc.sql import sql_literal
 
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        (rows,) = con.execute(f"COPY ({select}) TO {sql_literal(tmp)} ({options})").fetchone()
+    with _replacing(Path(dest)) as tmp:
+        (rows,) = con.execute(f"COPY ({select}) TO {sql_literal(str(tmp))} ({options})").fetchone()
         if mode is not None:
             os.chmod(tmp, mode)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(dest.parent)
     return int(rows)
 
 
