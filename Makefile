@@ -12,7 +12,7 @@ RUN_PERSONS ?= 20000
 SEED ?= 42
 SECTIONS ?= e2e,validate,api,extract,dbt,faults,cluster
 
-.PHONY: help setup browser haproxy run test test-ui bench lint serve cluster-up cluster-down clean
+.PHONY: help setup browser haproxy wrk run test test-ui bench lint serve cluster-up cluster-down clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,10 +47,17 @@ $(HAPROXY):
 
 haproxy: $(HAPROXY) ## Install Debian's HAProxy for the API replica test (apt-get; needs root)
 
+# The API bench (and its tiny-scale test) drive the server with Debian's wrk.
+WRK := /usr/bin/wrk
+$(WRK):
+	apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk)
+
+wrk: $(WRK) ## Install Debian's wrk, the API bench's load generator (apt-get; needs root)
+
 run: setup ## Generate agency data, run the whole pipeline through Airflow, print the summary
 	set -a; . ./.env; set +a; $(BIN)/zerodoc run --persons $(RUN_PERSONS) --seed $(SEED)
 
-test: setup $(CHROMIUM) $(HAPROXY) ## Lint, then all tests against the real PostgreSQL and MariaDB (started if down)
+test: setup $(CHROMIUM) $(HAPROXY) $(WRK) ## Lint, then all tests against the real PostgreSQL and MariaDB (started if down)
 	$(BIN)/ruff check dags plugins tests bench
 	set -a; . ./.env; set +a; $(BIN)/pytest
 
@@ -60,7 +67,7 @@ lint: setup ## ruff (with Airflow rules)
 test-ui: setup $(CHROMIUM) ## Browser tests only: pipeline, airflow standalone, headless Chromium; screenshots in test-artifacts/ui/
 	set -a; . ./.env; set +a; $(BIN)/pytest tests/ui -m e2e
 
-bench: setup ## Benchmarks at national scale (PERSONS=10000000, SECTIONS=e2e,validate,api,extract,dbt,faults,cluster); writes bench/results/latest.json
+bench: setup $(WRK) ## Benchmarks at national scale (PERSONS=10000000, SECTIONS=e2e,validate,api,extract,dbt,faults,cluster); writes bench/results/latest.json
 	set -a; . ./.env; set +a; $(BIN)/python bench/run.py --persons $(PERSONS) --seed $(SEED) --sections $(SECTIONS)
 
 serve: setup ## Start the evidence API on 127.0.0.1:8000
