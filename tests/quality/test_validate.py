@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -87,6 +88,13 @@ def test_summary_report_and_data_docs_are_written(residents_run) -> None:
     assert summary["quarantine_by_reason"]["sex_in_set"] == 2
     assert summary["gate"]["passed"] is True
     html = outcome.report_path.read_text()
+    # Each check's outcome says what it did with the rows it found: a fail check quarantined them,
+    # a warn check (name_hangul, moved_in_date_valid here) only reported them.
+    outcomes = dict(re.findall(r"<tr><td><code>(\w+)</code>.*?<td class=\"\w+\">([a-z ]+)</td></tr>", html))
+    warn = {c["id"] for c in summary["checks"] if c["severity"] == "warn"}
+    assert {"name_hangul", "moved_in_date_valid"} <= warn and counts["name_hangul"] and counts["moved_in_date_valid"]
+    assert outcomes == {c: "clean" if n == 0 else "rows reported" if c in warn else "rows quarantined"
+                        for c, n in counts.items()}
     assert "800101-1******" in html and make_rrn("800101", "1", bad_check=True) not in html
     assert 'href="data_docs/index.html"' in html and summary["data_checksum"] in html
     assert outcome.data_docs_path.is_file()

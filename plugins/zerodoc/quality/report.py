@@ -30,6 +30,14 @@ def _severity_class(check: dict[str, Any]) -> str:
     return "fail" if check["severity"] == "fail" else "warn"
 
 
+def _outcome(check: dict[str, Any]) -> str:
+    """What the check did to this partition, in the report's words: a check that found rows did not
+    "fail" the run (the gate decides that), it quarantined or reported them."""
+    if check["unexpected_count"] == 0:
+        return "clean"
+    return "rows quarantined" if check["severity"] == "fail" else "rows reported"
+
+
 def _page(title: str, body: str) -> str:
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
@@ -63,8 +71,7 @@ def render_report(summary: dict[str, Any], samples: list[dict[str, Any]], suite:
         f'<td class="{"fail" if c["severity"] == "fail" else "warn"}">{c["severity"]}</td>'
         f'<td class="n">{summary["extracted"] - c["unexpected_count"]}</td>'
         f'<td class="n">{c["unexpected_count"]}</td><td class="n">{c["unexpected_percent"]:.3f}</td>'
-        f'<td class="{"ok" if c["unexpected_count"] == 0 else _severity_class(c)}">'
-        f"{'pass' if c['unexpected_count'] == 0 else 'fail'}</td></tr>"
+        f'<td class="{"ok" if c["unexpected_count"] == 0 else _severity_class(c)}">{_outcome(c)}</td></tr>'
         for c in summary["checks"]
     )
     by_reason = (
@@ -105,7 +112,7 @@ data checksum <code>{escape(summary["data_checksum"])}</code></p>
 is reported and the row passes. The gate fails when a fail check rejects more than
 {summary["gate"]["max_fail_percent"]}% of rows.</p>
 <table><tr><th>check</th><th>what it means</th><th>severity</th><th>rows passing</th><th>rows failing</th>
-<th>% failing</th><th>result</th></tr>{rows}</table>
+<th>% failing</th><th>outcome</th></tr>{rows}</table>
 <h2>Quarantine by reason</h2>
 <p>A row failing several checks is quarantined once and counted under each reason.</p>
 <table><tr><th>check</th><th>rows</th></tr>{by_reason}</table>
