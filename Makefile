@@ -38,7 +38,13 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)
 
-browser: $(CHROMIUM) ## Install Debian's Chromium for the browser tests (apt-get; needs root)
+# Hangul glyphs for the pages the browser tests screenshot (names, regions): without a Korean font
+# Chromium draws empty boxes where a reader of test-artifacts/ui/ expects 서울특별시.
+HANGUL_FONT := /usr/share/fonts/truetype/nanum/NanumGothic.ttf
+$(HANGUL_FONT):
+	apt-get install -y -q fonts-nanum || (apt-get update -q && apt-get install -y -q fonts-nanum)
+
+browser: $(CHROMIUM) $(HANGUL_FONT) ## Install Debian's Chromium and a Korean font for the browser tests (apt-get; needs root)
 
 # The API replica test puts Debian's HAProxy (the LB of docker-compose.yaml) in front of two servers.
 HAPROXY := /usr/sbin/haproxy
@@ -57,14 +63,14 @@ wrk: $(WRK) ## Install Debian's wrk, the API bench's load generator (apt-get; ne
 run: setup ## Generate agency data, run the whole pipeline through Airflow, print the summary
 	set -a; . ./.env; set +a; $(BIN)/zerodoc run --persons $(RUN_PERSONS) --seed $(SEED)
 
-test: setup $(CHROMIUM) $(HAPROXY) $(WRK) ## Lint, then all tests against the real PostgreSQL and MariaDB (started if down)
+test: setup $(CHROMIUM) $(HANGUL_FONT) $(HAPROXY) $(WRK) ## Lint, then all tests against the real PostgreSQL and MariaDB (started if down)
 	$(BIN)/ruff check dags plugins tests bench
 	set -a; . ./.env; set +a; $(BIN)/pytest
 
 lint: setup ## ruff (with Airflow rules)
 	$(BIN)/ruff check dags plugins tests bench
 
-test-ui: setup $(CHROMIUM) ## Browser tests only: pipeline, airflow standalone, headless Chromium; screenshots in test-artifacts/ui/
+test-ui: setup $(CHROMIUM) $(HANGUL_FONT) ## Browser tests only: pipeline, airflow standalone, headless Chromium; screenshots in test-artifacts/ui/
 	set -a; . ./.env; set +a; $(BIN)/pytest tests/ui -m e2e
 
 bench: setup $(WRK) ## Benchmarks at national scale (PERSONS=10000000, SECTIONS=e2e,validate,api,extract,dbt,faults,cluster); writes bench/results/latest.json
