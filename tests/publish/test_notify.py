@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from zerodoc.config import settings
-from zerodoc.publish import store
+from zerodoc.publish import notify, store
 from zerodoc.publish.notify import send_new_notifications
 
 
@@ -46,12 +46,12 @@ def test_next_day_sends_only_the_newly_eligible(zerodoc_home):
     assert json.loads(r.outbox.read_text())["notification_id"] == "n3"
 
 
-def _ledger_ids(notify, cfg) -> set[str]:
+def _ledger_ids(cfg) -> set[str]:
     paths = sorted(notify.ledger_dir(cfg).glob("*.parquet"))
     return {i for p in paths for i in pq.read_table(p, columns=["notification_id"]).column(0).to_pylist()}
 
 
-def _kill_before_ledger(notify, monkeypatch):
+def _kill_before_ledger(monkeypatch):
     """The next ledger write raises as a kill would, after the outbox has been renamed into place."""
     real = notify._index_outbox
 
@@ -64,34 +64,30 @@ def _kill_before_ledger(notify, monkeypatch):
 
 def test_crash_between_outbox_and_ledger_sends_nothing_twice(zerodoc_home, monkeypatch):
     """A kill after the outbox write but before the ledger write: the retry must not repeat a line."""
-    import zerodoc.publish.notify as notify
-
     cfg = settings()
     _publish(cfg, "2026-11-01.a", "2026-11-01", [("n1", "p1", "2026-11-01"), ("n2", "p2", "2026-11-01")])
-    _kill_before_ledger(notify, monkeypatch)
+    _kill_before_ledger(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         send_new_notifications(cfg)
-    assert _ledger_ids(notify, cfg) == set()  # the kill came before the ledger knew
+    assert _ledger_ids(cfg) == set()  # the kill came before the ledger knew
     retry = send_new_notifications(cfg)
     ids = [json.loads(x)["notification_id"] for x in retry.outbox.read_text().splitlines()]
     assert ids == ["n1", "n2"]
     assert (retry.sent, retry.already_sent) == (0, 2)
-    assert _ledger_ids(notify, cfg) == {"n1", "n2"}
+    assert _ledger_ids(cfg) == {"n1", "n2"}
 
 
 def test_crash_on_one_day_is_recovered_on_the_next(zerodoc_home, monkeypatch):
     """No retry of the crashed date: the next date's run still sees what that outbox holds, and a rerun of
     a date that adds lines to its outbox, killed before its ledger, is not taken as indexed."""
-    import zerodoc.publish.notify as notify
-
     cfg = settings()
     _publish(cfg, "2026-11-01.a", "2026-11-01", [("n1", "p1", "2026-11-01")])
     send_new_notifications(cfg)
     _publish(cfg, "2026-11-01.b", "2026-11-01", [("n1", "p1", "2026-11-01"), ("n2", "p2", "2026-11-01")])
-    _kill_before_ledger(notify, monkeypatch)
+    _kill_before_ledger(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         send_new_notifications(cfg)  # the 2026-11-01 outbox now holds n1 and n2; its ledger file only n1
-    assert _ledger_ids(notify, cfg) == {"n1"}
+    assert _ledger_ids(cfg) == {"n1"}
     _publish(cfg, "2026-11-02.c", "2026-11-02",
              [("n1", "p1", "2026-11-02"), ("n2", "p2", "2026-11-02"), ("n3", "p3", "2026-11-02")])
     r = send_new_notifications(cfg)
@@ -107,8 +103,6 @@ def test_outbox_lines_keep_unicode_and_every_field(zerodoc_home):
     _publish(cfg, "2026-11-01.a", "2026-11-01", [("n1", "p1", "2026-11-01")])
     r = send_new_notifications(cfg)
     raw = r.outbox.read_bytes()
-    import zerodoc.publish.notify as notify
-
     assert {p.stat().st_mode & 0o777 for p in (r.outbox, *notify.ledger_dir(cfg).iterdir())} == {0o600}
     assert raw.endswith(b"\n") and raw.count(b"\n") == 1
     assert json.loads(raw) == {"dataset_version": "2026-11-01.a", "notification_id": "n1", "programme":
@@ -118,8 +112,6 @@ def test_outbox_lines_keep_unicode_and_every_field(zerodoc_home):
 
 def test_old_json_ledger_is_carried_over(zerodoc_home):
     """A ledger written before it was Parquet (sent.json) still counts: nothing in it is sent again."""
-    import zerodoc.publish.notify as notify
-
     cfg = settings()
     legacy = notify.notifications_dir(cfg) / notify.LEGACY_LEDGER
     legacy.parent.mkdir(parents=True)
@@ -127,4 +119,4 @@ def test_old_json_ledger_is_carried_over(zerodoc_home):
     _publish(cfg, "2026-11-01.a", "2026-11-01", [("n1", "p1", "2026-11-01"), ("n2", "p2", "2026-11-01")])
     r = send_new_notifications(cfg)
     assert (r.sent, r.already_sent) == (1, 1)
-    assert not legacy.exists() and _ledger_ids(notify, cfg) == {"n1", "n2"}
+    assert not legacy.exists() and _ledger_ids(cfg) == {"n1", "n2"}
