@@ -7,6 +7,7 @@ entity key, so a rerun of the same logical date writes byte-identical files.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import queue
@@ -292,8 +293,7 @@ def read_postgres(entity: Entity, uri: str, window: Window | None = None) -> Ite
     blocks: queue.Queue = queue.Queue(maxsize=COPY_QUEUE_BLOCKS)
     stop = threading.Event()
 
-    def put(item) -> bool:
-        return put_unless_stopped(blocks, item, stop)
+    put = functools.partial(put_unless_stopped, blocks, stop=stop)
 
     def drain() -> None:
         try:
@@ -771,8 +771,7 @@ def read_ahead(batches: Iterator[pa.RecordBatch], depth: int, name: str) -> Iter
     stop = threading.Event()
     done = object()
 
-    def put(item) -> bool:
-        return put_unless_stopped(items, item, stop)
+    put = functools.partial(put_unless_stopped, items, stop=stop)
 
     def produce() -> None:
         try:
