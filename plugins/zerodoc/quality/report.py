@@ -68,7 +68,7 @@ def render_report(summary: dict[str, Any], samples: list[dict[str, Any]], suite:
     )
     rows = "".join(
         f"<tr><td><code>{escape(c['id'])}</code></td><td>{escape(c['description'])}</td>"
-        f'<td class="{"fail" if c["severity"] == "fail" else "warn"}">{c["severity"]}</td>'
+        f'<td class="{_severity_class(c)}">{c["severity"]}</td>'
         f'<td class="n">{summary["extracted"] - c["unexpected_count"]}</td>'
         f'<td class="n">{c["unexpected_count"]}</td><td class="n">{c["unexpected_percent"]:.3f}</td>'
         f'<td class="{"ok" if c["unexpected_count"] == 0 else _severity_class(c)}">{_outcome(c)}</td></tr>'
