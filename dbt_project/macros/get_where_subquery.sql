@@ -46,7 +46,13 @@
         {%- if rebuilt.columns[0].values()[0] > 0 -%}
             {{- return('true') -}}
         {%- endif -%}
-        {{- return('subject_pseudonym in (select subject_pseudonym from intermediate.int_person_changes where ' ~ now ~ ')') -}}
+        {%- set changed = 'subject_pseudonym in (select subject_pseudonym from intermediate.int_person_changes where ' ~ now ~ ')' -%}
+        {%- if name == 'int_persons' -%}
+            {#- The spine's foreign residents are not in the person change log: their cards written this run. -#}
+            {%- set changed = changed ~ ' or subject_pseudonym in (select subject_pseudonym from'
+                ~ ' staging.stg_moj__foreign_residents where loaded_at = ' ~ run_started_at_ts() ~ ')' -%}
+        {%- endif -%}
+        {{- return(changed) -}}
     {%- else -%}
         {{- return('true') -}}
     {%- endif -%}
@@ -59,5 +65,11 @@
         'stg_mois__households': 'household_id',
         'stg_nts__incomes': 'income_id',
         'stg_moel__employment_insurances': 'enrolment_id',
+        'stg_moel__unemployment_benefits': 'benefit_id',
+        'stg_nts__business_registrations': 'business_registration_id',
+        'stg_moj__foreign_residents': 'foreign_resident_id',
+        'stg_mohw__basic_livelihood_recipients': 'recipient_id',
+        'stg_mohw__disability_registrations': 'registration_id',
+        'stg_fsc__youth_leap_accounts': 'account_id',
     }) }}
 {%- endmacro %}

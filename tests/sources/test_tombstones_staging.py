@@ -35,9 +35,10 @@ def _write_residents(home, ds: str, table: pa.Table) -> None:
 
 
 def _copy_others(home, src: str, dst: str) -> None:
-    for agency, entity in (("mois", "households"), ("nts", "income"), ("moel", "employment_insurance"),
-                           ("police", "crime_victim_cases")):
-        part = home / "validated" / agency / entity
+    """Every other entity's day-`src` partition, unchanged, as day `dst` (dbt reads each entity's own day)."""
+    for part in sorted((home / "validated").glob("*/*")):
+        if part.relative_to(home / "validated").parts == ("mois", "residents"):
+            continue
         (part / f"ds={dst}").mkdir(parents=True, exist_ok=True)
         (part / f"ds={dst}" / "part-0.parquet").write_bytes((part / f"ds={src}" / "part-0.parquet").read_bytes())
 

@@ -27,6 +27,10 @@ DAY3 = (dt.date.fromisoformat(DS) + dt.timedelta(days=2)).isoformat()
 RUN_STATE_COLUMNS = ("loaded_at",)
 BUMPED = pa.scalar(dt.datetime(2025, 3, 1, 18, 0), pa.timestamp("us"))
 SCHEMAS = ("staging", "intermediate", "shared")
+# Entities no mart reads yet: each day's snapshot repeats day 1 (their staging must still build).
+UNCHANGED_ENTITIES = (("nts", "business_registrations"), ("moel", "unemployment_benefits"),
+                      ("mohw", "basic_livelihood_recipients"), ("mohw", "disability_registry"),
+                      ("fsc", "youth_leap_accounts"))
 
 
 def _bump(table: pa.Table, key: str, ids: set[int], **changes: object) -> pa.Table:
@@ -89,9 +93,18 @@ def day2_snapshots(home) -> dict[tuple[str, str], pa.Table]:
         "reported_date": "20250301", "police_station_code": "PS1001", "sigungu_code": "41590",
         "summary": "피해 진술 접수", "updated_at": BUMPED.as_py(),
     })  # fmt: skip
+    # MOJ: a foreign resident moves (a change in the spine and the living population), another arrives.
+    foreigners = _bump(_read(home, "moj", "foreign_residents"), "foreign_resident_id", {2}, sigungu_code="41590")
+    foreigners = _append(foreigners, {
+        "foreign_resident_id": 4, "frn": "970909-5456789", "name": "TRAN MINH", "nationality": "VNM",
+        "visa_type": "D-2", "sigungu_code": "11110", "entry_date": "20250201", "registered_date": "20250301",
+        "updated_at": BUMPED.as_py(),
+    })  # fmt: skip
+    unchanged = {e: _read(home, *e) for e in UNCHANGED_ENTITIES}
     return {
         ("mois", "residents"): residents, ("mois", "households"): households, ("nts", "income"): incomes,
         ("moel", "employment_insurance"): enrolments, ("police", "crime_victim_cases"): cases,
+        ("moj", "foreign_residents"): foreigners, **unchanged,
     }  # fmt: skip
 
 

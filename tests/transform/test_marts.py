@@ -111,6 +111,64 @@ def test_employment_status_per_person(built, pseudonym_key):
     )
 
 
+def test_person_spine_links_citizens_and_foreign_residents(built, pseudonym_key):
+    cfg, _ = built
+    p = lambda rrn: pseudonymize(rrn, pseudonym_key)  # noqa: E731
+    rows = _rows(
+        cfg,
+        "select subject_pseudonym, person_kind, sex, cast(born_on as varchar), household_id, sigungu_code "
+        "from intermediate.int_persons",
+    )
+    # 이영희's two registry rows and the reissued card of 880808-6234567 each count once; the card
+    # kept is the later-updated one (26350). Sex and birth date of a foreigner come from the number.
+    assert sorted(rows) == sorted(
+        [
+            (p("800101-1234567"), "citizen", "M", "1980-01-01", 100, "11110"),
+            (p("820202-2345678"), "citizen", "F", "1982-02-02", 100, "11110"),
+            (p("100303-3456789"), "citizen", "M", "2010-03-03", 100, "11110"),
+            (p("900404-1111111"), "citizen", "M", "1990-04-04", 200, "26350"),
+            (p("880808-6234567"), "foreign_resident", "F", "1988-08-08", None, "26350"),
+            (p("030303-7345678"), "foreign_resident", "M", "2003-03-03", None, "26350"),
+        ]
+    )
+    # Foreign residents are counted in the living population (26350: 1 citizen + 2 foreigners, a
+    # sigungu under 5 and so suppressed whole) but get no Youth Leap decision (no MOIS household).
+    with duckdb.connect(str(cfg.warehouse_path), read_only=True) as con:
+        youth = {r[0] for r in con.execute("select subject_pseudonym from shared.youth_leap_eligibility_v1").fetchall()}
+        cells = con.execute(
+            "select count(*), count_if(is_suppressed) from shared.living_population_by_region_v1 "
+            "where sigungu_code = '26350'"
+        ).fetchone()
+    assert youth == {p("800101-1234567"), p("820202-2345678"), p("100303-3456789"), p("900404-1111111")}
+    assert cells[0] == cells[1] > 0
+
+
+def test_every_source_entity_has_a_pseudonymised_staging_model(built, pseudonym_key):
+    """stg_<agency>__<entity>s for each entity of config/sources.yml; no raw ID column survives staging."""
+    from zerodoc.catalog import agencies
+
+    cfg, _ = built
+    with duckdb.connect(str(cfg.warehouse_path), read_only=True) as con:
+        tables = {r[0]: r[1] for r in con.execute(
+            "select table_name, list(column_name) from information_schema.columns "
+            "where table_schema = 'staging' and table_name like 'stg_%' and table_name not like '%__deleted_keys' "
+            "group by table_name"
+        ).fetchall()}  # fmt: skip
+        owner = con.execute(
+            "select subject_pseudonym from staging.stg_nts__business_registrations"
+        ).fetchone()[0]
+    for agency in agencies().values():
+        for name, entity in agency.entities.items():
+            stem = {"disability_registry": "disability_registration"}.get(name, name.removesuffix("s"))
+            model = f"stg_{agency.code}__{stem}s"
+            assert model in tables, f"{agency.code}.{name}: no staging model {model}"
+            raw_ids = {"rrn", "frn", "owner_rrn", "victim_rrn"}
+            if raw_ids & set(entity.columns):  # a person's national ID comes in: a pseudonym goes out
+                assert "subject_pseudonym" in tables[model], model
+            assert not (raw_ids | {"name", "address", "trade_name"}) & set(tables[model]), model
+    assert owner == pseudonymize("800101-1234567", pseudonym_key)
+
+
 def test_household_income_against_the_2025_median(built, pseudonym_key):
     cfg, _ = built
     rows = _rows(
@@ -214,7 +272,7 @@ SIGUNGUS = ["11110", "11140", "26350", "41590", "52111"]
 def population(tmp_path_factory: pytest.TempPathFactory):
     """A few thousand residents skewed so most sigungu have many small cells; returns (cfg, true counts)."""
     home = tmp_path_factory.mktemp("population_home")
-    write_validated_zone(home)  # households and income; residents are replaced below
+    write_validated_zone(home)  # households, income, foreign residents; residents are replaced below
     rng = random.Random(5)
     n = 3_000
     sigungu = [rng.choices(SIGUNGUS, weights=[60, 25, 10, 4, 1])[0] for _ in range(n)]
@@ -240,6 +298,8 @@ def population(tmp_path_factory: pytest.TempPathFactory):
         return "80+" if age >= 80 else f"{age // 10 * 10:02d}-{age // 10 * 10 + 9:02d}"
 
     truth = Counter((s, band(b), x) for s, b, x in zip(sigungu, born, sex, strict=True))
+    # conftest's two registered foreign residents (one card kept per person) are on the spine too.
+    truth.update([("26350", band(dt.date(1988, 8, 8)), "F"), ("26350", band(dt.date(2003, 3, 3)), "M")])
     cfg = Settings(home=home)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ZERODOC_HOME", str(home))

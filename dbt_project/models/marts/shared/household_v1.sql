@@ -66,6 +66,7 @@ member_incomes as (
     semi join affected_households
         on persons.household_id = affected_households.household_id
     {% endif %}
+    where persons.household_id is not null  -- foreign residents: no MOIS household
     group by persons.household_id
 
 ),

@@ -1,4 +1,5 @@
--- Registered population by sigungu × age band × sex, plus one total row per sigungu, with
+-- Registered population (citizens and registered foreign residents: everyone on the person spine)
+-- by sigungu × age band × sex, plus one total row per sigungu, with
 -- small-cell suppression. The only published linear relation is "cells of a sigungu sum to its
 -- total" (no sido or national margins are published), so a suppressed cell is recoverable only
 -- if it is the single suppressed cell of its sigungu, or if the suppressed cells' sum (total

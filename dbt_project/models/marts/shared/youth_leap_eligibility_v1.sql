@@ -1,5 +1,6 @@
--- Youth Leap Account (청년도약계좌) eligibility for every person on the spine, decided by the
--- programme_thresholds row in force on as_of. Every row carries the rule ids and the inputs
+-- Youth Leap Account (청년도약계좌) eligibility for every citizen on the spine, decided by the
+-- programme_thresholds row in force on as_of. Foreign residents are not decided here: the rule
+-- weighs household income on the MOIS household, which they do not have. Every row carries the rule ids and the inputs
 -- that decided it. Money comparisons are integer (income × 100 ≤ percent × 12 × monthly median)
 -- so an income exactly on the threshold is eligible, with no floating-point rounding.
 
@@ -86,6 +87,7 @@ inputs as (
         on persons.subject_pseudonym = latest_incomes.subject_pseudonym
     left join households
         on persons.household_id = households.household_id
+    where persons.person_kind = 'citizen'
 
 ),
 
