@@ -20,7 +20,13 @@ SUITES = {
     "mois.residents": "mois__residents",
     "mois.households": "mois__households",
     "nts.income": "nts__income",
+    "nts.business_registrations": "nts__business_registrations",
+    "moj.foreign_residents": "moj__foreign_residents",
     "moel.employment_insurance": "moel__employment_insurance",
+    "moel.unemployment_benefits": "moel__unemployment_benefits",
+    "mohw.basic_livelihood_recipients": "mohw__basic_livelihood_recipients",
+    "mohw.disability_registry": "mohw__disability_registry",
+    "fsc.youth_leap_accounts": "fsc__youth_leap_accounts",
     "police.crime_victim_cases": "police__crime_victim_cases",
 }
 MARTS = (
