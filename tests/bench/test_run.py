@@ -48,3 +48,19 @@ def test_breakdown_leaves_out_what_is_missing(tmp_path):
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "bench-baseline.log").write_text("Traceback (most recent call last): ...")
     assert bench.e2e_breakdown(tmp_path) == {}
+
+
+def test_measured_counts_processes_side_by_side_and_returns_the_exit_code(tmp_path):
+    """Two children holding ~150 MB each at the same time: the tree's peak is their sum, not one of them."""
+    import sys
+
+    child = "import time; b = bytearray(150 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(2.5)"
+    parent = (
+        "import subprocess, sys\n"
+        f"ps = [subprocess.Popen([sys.executable, '-c', {child!r}]) for _ in range(2)]\n"
+        "sys.exit(sum(p.wait() for p in ps) + 3)\n"
+    )
+    seconds, peak_mb, rc = bench.measured([sys.executable, "-c", parent], {}, tmp_path / "log.txt")
+    assert rc == 3
+    assert seconds >= 2.5
+    assert peak_mb >= 2 * 150  # one child alone (the largest member's RSS) would be ~160 MB
