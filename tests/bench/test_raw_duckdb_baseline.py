@@ -68,6 +68,14 @@ def _scalar(sql: str):
         return con.execute(sql).fetchone()[0]
 
 
+def test_the_baseline_covers_every_source_entity_the_pipeline_extracts():
+    """Equal work on both sides of the e2e ratio: a new entity in config/sources.yml must reach the baseline."""
+    from zerodoc.catalog import agencies
+
+    declared = {e.qualified for a in agencies().values() for e in a.entities.values()}
+    assert set(baseline.ENTITIES) == set(SUITES) == declared
+
+
 def test_checks_mirror_the_suite_files():
     """The hand-written predicates cover exactly the suites' ids with the same severities."""
     for entity, suite in SUITES.items():
