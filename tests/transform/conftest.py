@@ -58,12 +58,12 @@ CASES = [
 # population, with sex and birth date read from the registration number (6: female, 1900s; 7: male,
 # 2000s). The card of 880808-6234567 was reissued: the later-updated card is the one kept.
 FOREIGN_RESIDENTS = [
-    # foreign_resident_id, frn, nationality, visa_type, sigungu_code, entry_date, registered_date, updated_at
-    (1, "880808-6234567", "VNM", "F-6", "11110", "20190101", "20190201", dt.datetime(2020, 1, 1)),
-    (2, "030303-7345678", "UZB", "E-9", "26350", "20240101", "20240115", UPDATED),
-    (3, "880808-6234567", "VNM", "F-6", "26350", "20190101", "20240301", UPDATED),
+    # foreign_resident_id, frn, name, nationality, visa_type, sigungu_code, entry_date, registered_date, updated_at
+    (1, "880808-6234567", "NGUYEN LAN", "VNM", "F-6", "11110", "20190101", "20190201", dt.datetime(2020, 1, 1)),
+    (2, "030303-7345678", "KARIMOV AZIZ", "UZB", "E-9", "26350", "20240101", "20240115", UPDATED),
+    (3, "880808-6234567", "NGUYEN LAN", "VNM", "F-6", "26350", "20190101", "20240301", UPDATED),
 ]
-# One row each for the entities no mart reads yet: staged, tested, pseudonymised.
+# One row each (updated_at added when written) for the entities no mart reads yet: staged, tested, pseudonymised.
 BUSINESS_REGISTRATIONS = [(1, "101-81-00340", "800101-1234567", "철수 상사", "도매 및 소매업", "20100101", "")]
 UNEMPLOYMENT_BENEFITS = [(1, "800101-1234567", "20240701", "20240708", 120, 64_192, 7_703_040)]
 LIVELIHOOD_RECIPIENTS = [(1, "820202-2345678", 1, "생계,의료", 700_000, "20200101")]
@@ -136,70 +136,23 @@ def write_validated_zone(home: Path, ds: str = DS) -> None:
         "summary": pa.array(["피해 진술 접수"] * len(CASES), pa.string()),
         "updated_at": pa.array([UPDATED] * len(CASES), pa.timestamp("us")),
     }), ds)  # fmt: skip
-    f = list(zip(*FOREIGN_RESIDENTS, strict=True))
-    _write(home, "moj", "foreign_residents", pa.table({
-        "foreign_resident_id": pa.array(f[0], pa.int64()),
-        "frn": pa.array(f[1], pa.string()),
-        "name": pa.array(["NGUYEN LAN", "KARIMOV AZIZ", "NGUYEN LAN"], pa.string()),
-        "nationality": pa.array(f[2], pa.string()),
-        "visa_type": pa.array(f[3], pa.string()),
-        "sigungu_code": pa.array(f[4], pa.string()),
-        "entry_date": pa.array(f[5], pa.string()),
-        "registered_date": pa.array(f[6], pa.string()),
-        "updated_at": pa.array(f[7], pa.timestamp("us")),
-    }), ds)  # fmt: skip
-    b = list(zip(*BUSINESS_REGISTRATIONS, strict=True))
-    _write(home, "nts", "business_registrations", pa.table({
-        "business_registration_id": pa.array(b[0], pa.int64()),
-        "brn": pa.array(b[1], pa.string()),
-        "owner_rrn": pa.array(b[2], pa.string()),
-        "trade_name": pa.array(b[3], pa.string()),
-        "business_type": pa.array(b[4], pa.string()),
-        "opened_date": pa.array(b[5], pa.string()),
-        "closed_date": pa.array(b[6], pa.string()),
-        "updated_at": pa.array([UPDATED], pa.timestamp("us")),
-    }), ds)  # fmt: skip
-    u = list(zip(*UNEMPLOYMENT_BENEFITS, strict=True))
-    _write(home, "moel", "unemployment_benefits", pa.table({
-        "benefit_id": pa.array(u[0], pa.int64()),
-        "rrn": pa.array(u[1], pa.string()),
-        "claim_date": pa.array(u[2], pa.string()),
-        "benefit_start_date": pa.array(u[3], pa.string()),
-        "benefit_days": pa.array(u[4], pa.int32()),
-        "daily_amount": pa.array(u[5], pa.int64()),
-        "total_paid": pa.array(u[6], pa.int64()),
-        "updated_at": pa.array([UPDATED], pa.timestamp("us")),
-    }), ds)  # fmt: skip
-    lr = list(zip(*LIVELIHOOD_RECIPIENTS, strict=True))
-    _write(home, "mohw", "basic_livelihood_recipients", pa.table({
-        "recipient_id": pa.array(lr[0], pa.int64()),
-        "rrn": pa.array(lr[1], pa.string()),
-        "household_size": pa.array(lr[2], pa.int32()),
-        "benefit_types": pa.array(lr[3], pa.string()),
-        "monthly_benefit": pa.array(lr[4], pa.int64()),
-        "selected_date": pa.array(lr[5], pa.string()),
-        "updated_at": pa.array([UPDATED], pa.timestamp("us")),
-    }), ds)  # fmt: skip
-    dr = list(zip(*DISABILITY_REGISTRY, strict=True))
-    _write(home, "mohw", "disability_registry", pa.table({
-        "registration_id": pa.array(dr[0], pa.int64()),
-        "rrn": pa.array(dr[1], pa.string()),
-        "disability_type": pa.array(dr[2], pa.string()),
-        "severity": pa.array(dr[3], pa.string()),
-        "registered_date": pa.array(dr[4], pa.string()),
-        "updated_at": pa.array([UPDATED], pa.timestamp("us")),
-    }), ds)  # fmt: skip
-    y = list(zip(*YOUTH_LEAP_ACCOUNTS, strict=True))
-    _write(home, "fsc", "youth_leap_accounts", pa.table({
-        "account_id": pa.array(y[0], pa.int64()),
-        "rrn": pa.array(y[1], pa.string()),
-        "bank_code": pa.array(y[2], pa.string()),
-        "opened_date": pa.array(y[3], pa.string()),
-        "monthly_contribution": pa.array(y[4], pa.int64()),
-        "government_match": pa.array(y[5], pa.int64()),
-        "status": pa.array(y[6], pa.string()),
-        "updated_at": pa.array([UPDATED], pa.timestamp("us")),
-    }), ds)  # fmt: skip
+    _write_declared(home, "moj.foreign_residents", FOREIGN_RESIDENTS, ds)
+    _write_declared(home, "nts.business_registrations", [(*r, UPDATED) for r in BUSINESS_REGISTRATIONS], ds)
+    _write_declared(home, "moel.unemployment_benefits", [(*r, UPDATED) for r in UNEMPLOYMENT_BENEFITS], ds)
+    _write_declared(home, "mohw.basic_livelihood_recipients", [(*r, UPDATED) for r in LIVELIHOOD_RECIPIENTS], ds)
+    _write_declared(home, "mohw.disability_registry", [(*r, UPDATED) for r in DISABILITY_REGISTRY], ds)
+    _write_declared(home, "fsc.youth_leap_accounts", [(*r, UPDATED) for r in YOUTH_LEAP_ACCOUNTS], ds)
+
+
+def _write_declared(home: Path, qualified: str, rows: list[tuple], ds: str) -> None:
+    """rows in the column order of config/sources.yml, typed as the extractor types them."""
+    from zerodoc.catalog import entity
+    from zerodoc.sources.extract import arrow_schema
+
+    schema = arrow_schema(entity(qualified))
+    agency, name = qualified.split(".")
+    _write(home, agency, name, pa.Table.from_pylist([dict(zip(schema.names, r, strict=True)) for r in rows],
+                                                    schema=schema), ds)
 
 
 @pytest.fixture(scope="module")
