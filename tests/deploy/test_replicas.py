@@ -1,6 +1,6 @@
 """docker-compose.yaml's evidence-api replicas and evidence-lb, natively: two `zerodoc serve` on loopback sharing
 one data root, one Redis rate limit and one PostgreSQL audit chain, behind Debian's HAProxy running
-deploy/haproxy/haproxy.cfg (only its bind and server lines rewritten for loopback)."""
+deploy/haproxy/haproxy.cfg (its bind and server lines rewritten for loopback, one thread)."""
 
 from __future__ import annotations
 
