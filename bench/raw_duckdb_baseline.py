@@ -521,7 +521,18 @@ def _staging_sql(validated: dict[str, Path], as_of: str) -> dict[str, str]:
             LEFT JOIN medians s6 ON s6.household_size = 6
             LEFT JOIN medians s7 ON s7.household_size = 7
             WHERE h.household_size > 0""",
-        # youth_leap_eligibility_v1 decides citizens only (person_kind = 'citizen': residents).
+        "youth_leap_accounts": f"""CREATE TEMP TABLE youth_leap_accounts AS
+            SELECT CAST(account_id AS BIGINT) AS account_id,
+                   zd_pseudonym(CAST(rrn AS VARCHAR)) AS subject_pseudonym,
+                   CAST(bank_code AS VARCHAR) AS bank_code,
+                   {_parse("opened_date")} AS opened_on,
+                   CAST(monthly_contribution AS BIGINT) AS monthly_contribution_krw,
+                   CAST(government_match AS BIGINT) AS government_match_krw,
+                   CAST(status AS VARCHAR) = 'active' AS is_active,
+                   CAST(updated_at AS TIMESTAMP) AS updated_at
+            FROM read_parquet({_lit(validated["fsc.youth_leap_accounts"])})""",
+        # youth_leap_eligibility_v1 decides citizens only (person_kind = 'citizen': residents); a holder
+        # of an open account (int_youth_leap_accounts_active) is not eligible.
         "youth": f"""CREATE TEMP TABLE youth AS
             WITH decided AS (
                 SELECT p.subject_pseudonym, r.rule_id, h.median_rule_id,
@@ -532,7 +543,9 @@ def _staging_sql(validated: dict[str, Path], as_of: str) -> dict[str, str]:
                        coalesce(li.total_income_krw, 0) AS total_income_krw,
                        p.household_id, h.household_size, h.household_income_krw, h.median_income_krw,
                        r.percent_of_median, r.min_age, r.max_age, r.max_earned_income_krw,
-                       r.max_comprehensive_income_krw
+                       r.max_comprehensive_income_krw,
+                       p.subject_pseudonym IN (SELECT subject_pseudonym FROM youth_leap_accounts WHERE is_active)
+                           AS has_open_account
                 FROM residents p
                 CROSS JOIN (SELECT * FROM programme_thresholds t
                             WHERE t.programme = 'youth_leap_account' AND {_in_force("t", d)}) r
@@ -550,9 +563,11 @@ def _staging_sql(validated: dict[str, Path], as_of: str) -> dict[str, str]:
             SELECT subject_pseudonym, rule_id, median_rule_id, CAST(age_on_as_of AS INTEGER) AS age_on_as_of,
                    income_tax_year, earned_income_krw, comprehensive_income_krw, household_id, household_size,
                    household_income_krw, median_income_krw, percent_of_median, is_age_eligible,
-                   is_individual_income_eligible, is_household_income_eligible,
-                   is_age_eligible AND is_individual_income_eligible AND is_household_income_eligible AS is_eligible,
-                   CASE WHEN NOT is_age_eligible THEN 'age_out_of_range'
+                   is_individual_income_eligible, is_household_income_eligible, has_open_account,
+                   is_age_eligible AND is_individual_income_eligible AND is_household_income_eligible
+                       AND NOT has_open_account AS is_eligible,
+                   CASE WHEN has_open_account THEN 'already_holds_account'
+                        WHEN NOT is_age_eligible THEN 'age_out_of_range'
                         WHEN total_income_krw <= 0 THEN 'no_earned_or_business_income'
                         WHEN NOT is_individual_income_eligible THEN 'individual_income_above_ceiling'
                         WHEN median_income_krw IS NULL THEN 'household_or_median_unknown'
@@ -610,16 +625,6 @@ def _staging_sql(validated: dict[str, Path], as_of: str) -> dict[str, str]:
                    {_parse("registered_date")} AS registered_on,
                    CAST(updated_at AS TIMESTAMP) AS updated_at
             FROM read_parquet({_lit(validated["mohw.disability_registry"])})""",
-        "youth_leap_accounts": f"""CREATE TEMP TABLE youth_leap_accounts AS
-            SELECT CAST(account_id AS BIGINT) AS account_id,
-                   zd_pseudonym(CAST(rrn AS VARCHAR)) AS subject_pseudonym,
-                   CAST(bank_code AS VARCHAR) AS bank_code,
-                   {_parse("opened_date")} AS opened_on,
-                   CAST(monthly_contribution AS BIGINT) AS monthly_contribution_krw,
-                   CAST(government_match AS BIGINT) AS government_match_krw,
-                   CAST(status AS VARCHAR) = 'active' AS is_active,
-                   CAST(updated_at AS TIMESTAMP) AS updated_at
-            FROM read_parquet({_lit(validated["fsc.youth_leap_accounts"])})""",
     }
 
 

@@ -114,7 +114,7 @@
         where model_name in ('{{ consumers | join("', '") }}')
     );
     {% endif %}
-    {% for model in ['stg_mois__residents', 'stg_nts__incomes', 'stg_mois__households'] %}
+    {% for model in ['stg_mois__residents', 'stg_nts__incomes', 'stg_mois__households', 'stg_fsc__youth_leap_accounts'] %}
     delete from {{ deleted_keys_relation(ref(model)) }}
     where deleted_at <= {{ run_started_at_ts() }};
     {% endfor %}

@@ -50,7 +50,7 @@ def test_repository_policy_grants_exactly_the_demo_consumers():
         ("youth-account-service", "youth_leap_eligibility_v1", "youth_leap_account_eligibility"): (
             "is_eligible", "rule_id", "ineligibility_reason", "age_on_as_of", "income_tax_year",
             "percent_of_median", "is_age_eligible", "is_individual_income_eligible",
-            "is_household_income_eligible",
+            "is_household_income_eligible", "has_open_account",
         ),
         ("welfare-portal", "employment_v1", "basic_livelihood_application"): (
             "is_insured",

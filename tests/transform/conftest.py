@@ -68,7 +68,12 @@ BUSINESS_REGISTRATIONS = [(1, "101-81-00340", "800101-1234567", "철수 상사",
 UNEMPLOYMENT_BENEFITS = [(1, "800101-1234567", "20240701", "20240708", 120, 64_192, 7_703_040)]
 LIVELIHOOD_RECIPIENTS = [(1, "820202-2345678", 1, "생계,의료", 700_000, "20200101")]
 DISABILITY_REGISTRY = [(1, "100303-3456789", "지적", "심한 장애", "20150101")]
-YOUTH_LEAP_ACCOUNTS = [(1, "900404-1111111", "004", "20240101", 700_000, 21_000, "active")]
+# Youth Leap Accounts (FSC): 박서준 closed his, so he may open one again (eligible); 이영희 holds an open one.
+YOUTH_LEAP_ACCOUNTS = [
+    # account_id, rrn, bank_code, opened_date, monthly_contribution, government_match, status
+    (1, "900404-1111111", "004", "20240101", 700_000, 21_000, "closed"),
+    (2, "820202-2345678", "088", "20240301", 300_000, 9_000, "active"),
+]
 
 
 def _write(home: Path, agency: str, entity: str, table: pa.Table, ds: str = DS) -> None:

@@ -29,8 +29,7 @@ BUMPED = pa.scalar(dt.datetime(2025, 3, 1, 18, 0), pa.timestamp("us"))
 SCHEMAS = ("staging", "intermediate", "shared")
 # Entities no mart reads yet: each day's snapshot repeats day 1 (their staging must still build).
 UNCHANGED_ENTITIES = (("nts", "business_registrations"), ("moel", "unemployment_benefits"),
-                      ("mohw", "basic_livelihood_recipients"), ("mohw", "disability_registry"),
-                      ("fsc", "youth_leap_accounts"))
+                      ("mohw", "basic_livelihood_recipients"), ("mohw", "disability_registry"))
 
 
 def _bump(table: pa.Table, key: str, ids: set[int], **changes: object) -> pa.Table:
@@ -61,7 +60,7 @@ def _write_day(home, ds: str, tables: dict[tuple[str, str], pa.Table]) -> None:
 
 def day2_snapshots(home) -> dict[tuple[str, str], pa.Table]:
     """Day 2 as full snapshots = day 1 with a move, two removed registry rows, a new person and household,
-    a corrected return, a lost job and a new case.
+    a corrected return, a lost job, a new case, an opened and a vanished Youth Leap Account.
 
     Removals: resident 5 (a duplicate registry row of a person who keeps another row) and resident 3
     (the person's only row: they vanish from the spine and their household shrinks).
@@ -100,11 +99,20 @@ def day2_snapshots(home) -> dict[tuple[str, str], pa.Table]:
         "visa_type": "D-2", "sigungu_code": "11110", "entry_date": "20250201", "registered_date": "20250301",
         "updated_at": BUMPED.as_py(),
     })  # fmt: skip
+    # FSC (a registry delivered whole): 박서준 opens a new account, so he is no longer eligible; 이영희's
+    # open account vanishes from the registry (only the last build's copy still knows whose it was).
+    accounts = _read(home, "fsc", "youth_leap_accounts")
+    accounts = accounts.filter(pc.not_equal(accounts["account_id"], 2))
+    accounts = _append(accounts, {
+        "account_id": 3, "rrn": "900404-1111111", "bank_code": "004", "opened_date": "20250301",
+        "monthly_contribution": 500_000, "government_match": 15_000, "status": "active",
+        "updated_at": BUMPED.as_py(),
+    })  # fmt: skip
     unchanged = {e: _read(home, *e) for e in UNCHANGED_ENTITIES}
     return {
         ("mois", "residents"): residents, ("mois", "households"): households, ("nts", "income"): incomes,
         ("moel", "employment_insurance"): enrolments, ("police", "crime_victim_cases"): cases,
-        ("moj", "foreign_residents"): foreigners, **unchanged,
+        ("moj", "foreign_residents"): foreigners, ("fsc", "youth_leap_accounts"): accounts, **unchanged,
     }  # fmt: skip
 
 
@@ -308,8 +316,10 @@ def test_daily_build_after_a_change_equals_a_full_rebuild(builds):
 def test_the_change_log_holds_exactly_what_staging_wrote_or_deleted(builds):
     """int_person_changes reads staging's stamped rows and deleted keys, not a comparison of tables: on
     day 2 it logs the person who moved within household 200 (4), the new one (6), the removed one (3:
-    their kept row's person and household), the person whose return changed (1) and the new household,
-    and nobody else (5 was a duplicate row never kept, so deleting it changes no person)."""
+    their kept row's person and household), the person whose return changed (1), the new household,
+    the holder of the new Youth Leap Account (4) and the holder of the open one that vanished (2, found
+    in the last build's copy), and nobody else (5 was a duplicate row never kept, so deleting it
+    changes no person)."""
     day1, daily = builds["day1"], builds["day2_daily"]
     subject = {r[0]: r[1] for r in day1["staging.stg_mois__residents"]}
     (stamp,) = {r[3] for r in daily["intermediate.int_person_changes"] if r[0] != "all"}
@@ -319,9 +329,28 @@ def test_the_change_log_holds_exactly_what_staging_wrote_or_deleted(builds):
         ("mois_residents", subject[4], 200),
         ("mois_residents", new_person, 300), ("mois_residents", subject[3], 100),
         ("nts_incomes", subject[1], None), ("mois_households", None, 300),
+        ("fsc_youth_leap_accounts", subject[4], None), ("fsc_youth_leap_accounts", subject[2], None),
     }  # fmt: skip
     # Deleted keys were logged by staging, then dropped once int_person_changes had read them.
     assert daily["staging.stg_mois__residents__deleted_keys"] == []
+    assert daily["staging.stg_fsc__youth_leap_accounts__deleted_keys"] == []
+
+
+def test_an_account_opened_or_gone_recomputes_its_holder(builds):
+    """박서준 (eligible on day 1, his old account closed) opens a new one on day 2: no longer eligible,
+    and not notified again; 이영희's open account vanished, so she is no longer told she holds one."""
+    day1, daily = builds["day1"], builds["day2_daily"]
+    subject = {r[0]: r[1] for r in day1["staging.stg_mois__residents"]}
+    # subject_pseudonym, ..., has_open_account, is_eligible, ineligibility_reason
+    youth = lambda snap, who: {r[0]: r[-3:] for r in snap["shared.youth_leap_eligibility_v1"]}[subject[who]]  # noqa: E731
+    assert youth(day1, 4) == (False, True, None)
+    assert youth(daily, 4) == (True, False, "already_holds_account")
+    assert youth(day1, 2) == (True, False, "already_holds_account")
+    assert youth(daily, 2) == (False, False, "age_out_of_range")
+    assert (subject[4],) in daily["intermediate.int_affected_subjects"]
+    assert (subject[2],) in daily["intermediate.int_affected_subjects"]
+    notified = [r for r in daily["shared.benefit_notifications_v1"] if r[1] == subject[4]]
+    assert [r[-1] for r in notified] == [dt.date.fromisoformat(DS)]  # day 1's, not a second one
 
 
 def test_a_periodic_snapshot_removes_what_no_window_shows(builds):

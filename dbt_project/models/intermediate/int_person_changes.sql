@@ -22,6 +22,7 @@
 {%- set kept_residents = adapter.get_relation(this.database, 'intermediate', 'int_residents_deduplicated') if execute else none %}
 {%- set kept_incomes = adapter.get_relation(this.database, 'intermediate', 'int_incomes_latest_filing') if execute else none %}
 {%- set kept_households = adapter.get_relation(this.database, 'intermediate', 'int_households_sized') if execute else none %}
+{%- set kept_accounts = adapter.get_relation(this.database, 'intermediate', 'int_youth_leap_accounts_active') if execute else none %}
 {%- set since = last_built_at(this.name) %}
 
 with
@@ -44,8 +45,14 @@ households as (
 
 ),
 
+youth_leap_accounts as (
+
+    select * from {{ ref('stg_fsc__youth_leap_accounts') }}
+
+),
+
 {#- Not is_incremental(): the intermediates read this run's rows even when this table is new. -#}
-{% if kept_residents and kept_incomes and kept_households and not flags.FULL_REFRESH %}
+{% if kept_residents and kept_incomes and kept_households and kept_accounts and not flags.FULL_REFRESH %}
 written_residents as (
 
     select resident_id, subject_pseudonym, household_id from residents where loaded_at > {{ since }}
@@ -82,6 +89,22 @@ household_keys as (
 
 ),
 
+written_accounts as (
+
+    select account_id, subject_pseudonym from youth_leap_accounts where loaded_at > {{ since }}
+
+),
+
+account_keys as (
+
+    select account_id from written_accounts
+    union
+    select account_id
+    from {{ deleted_keys_relation(ref('stg_fsc__youth_leap_accounts')) }}
+    where deleted_at > {{ since }}
+
+),
+
 changes as (
 
     select 'mois_residents' as source, subject_pseudonym, household_id
@@ -102,6 +125,16 @@ changes as (
     union all
     select 'mois_households', cast(null as varchar), household_id
     from household_keys
+    union all
+    -- An account opened, closed or changed: its holder now; an open one that changed or vanished:
+    -- its holder as last built (the only way to find whose account a deleted key was).
+    select 'fsc_youth_leap_accounts', subject_pseudonym, cast(null as bigint)
+    from written_accounts
+    union all
+    select 'fsc_youth_leap_accounts', kept.subject_pseudonym, cast(null as bigint)
+    from {{ kept_accounts }} as kept
+    semi join account_keys
+        on kept.account_id = account_keys.account_id
 
 ),
 {% else %}

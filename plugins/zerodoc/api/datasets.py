@@ -83,7 +83,7 @@ DATASET_COLUMNS["youth_leap_eligibility_v1"] = (
     "subject_pseudonym", "rule_id", "median_rule_id", "age_on_as_of", "income_tax_year", "earned_income_krw",
     "comprehensive_income_krw", "household_id", "household_size", "household_income_krw", "median_income_krw",
     "percent_of_median", "is_age_eligible", "is_individual_income_eligible", "is_household_income_eligible",
-    "is_eligible", "ineligibility_reason", "as_of",
+    "has_open_account", "is_eligible", "ineligibility_reason", "as_of",
 )
 
 DATASET_COLUMNS["employment_v1"] = (

@@ -1,5 +1,6 @@
 -- Youth Leap Account (청년도약계좌) eligibility for every citizen on the spine, decided by the
--- programme_thresholds row in force on as_of. Foreign residents are not decided here: the rule
+-- programme_thresholds row in force on as_of. A person who already holds an open account cannot
+-- open another (one account per person): they are not eligible, and so never notified. Foreign residents are not decided here: the rule
 -- weighs household income on the MOIS household, which they do not have. Every row carries the
 -- rule ids and the inputs that decided it. Money comparisons are integer (income × 100 ≤
 -- percent × 12 × monthly median) so an income exactly on the threshold is eligible, with no
@@ -7,8 +8,8 @@
 
 -- as_of is not a column: it is the run's (shared.build_as_of), stamped on the published version.
 -- Incremental by person (macros/affected_keys.sql): a daily run recomputes the persons in
--- int_affected_subjects (registry or income changed, their household changed, or a birthday moved
--- their age); everyone when the rules in force change or the year turns.
+-- int_affected_subjects (registry, income or Youth Leap Account changed, their household changed, or
+-- a birthday moved their age); everyone when the rules in force change or the year turns.
 
 {{
     config(
@@ -39,6 +40,20 @@ latest_incomes as (
 households as (
 
     select * from {{ ref('household_v1') }}
+
+),
+
+open_accounts as (
+
+    select * from {{ ref('int_youth_leap_accounts_active') }}
+
+),
+
+holders as (
+
+    select subject_pseudonym
+    from open_accounts
+    group by subject_pseudonym
 
 ),
 
@@ -76,7 +91,8 @@ inputs as (
         rules.min_age,
         rules.max_age,
         rules.max_earned_income_krw,
-        rules.max_comprehensive_income_krw
+        rules.max_comprehensive_income_krw,
+        holders.subject_pseudonym is not null as has_open_account
 
     from persons
     {% if reads_affected_keys() %}
@@ -88,6 +104,8 @@ inputs as (
         on persons.subject_pseudonym = latest_incomes.subject_pseudonym
     left join households
         on persons.household_id = households.household_id
+    left join holders
+        on persons.subject_pseudonym = holders.subject_pseudonym
     where persons.person_kind = 'citizen'
 
 ),
@@ -128,8 +146,11 @@ final as (
         is_age_eligible,
         is_individual_income_eligible,
         is_household_income_eligible,
-        is_age_eligible and is_individual_income_eligible and is_household_income_eligible as is_eligible,
+        has_open_account,
+        is_age_eligible and is_individual_income_eligible and is_household_income_eligible
+            and not has_open_account as is_eligible,
         case
+            when has_open_account then 'already_holds_account'
             when not is_age_eligible then 'age_out_of_range'
             when total_income_krw <= 0 then 'no_earned_or_business_income'
             when not is_individual_income_eligible then 'individual_income_above_ceiling'
