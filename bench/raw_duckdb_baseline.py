@@ -83,7 +83,8 @@ SEED_TYPES: dict[str, dict[str, str]] = {
     "victim_support_rules": {
         "support_area": "VARCHAR", "rule_id": "VARCHAR", "max_percent_of_median": "INTEGER", "min_age": "INTEGER",
         "max_age": "INTEGER", "claim_window_years": "INTEGER", "qualifying_crime_types": "VARCHAR",
-        "is_foreigner_eligible": "BOOLEAN", "requires_uninsured": "BOOLEAN", "effective_from": "DATE",
+        "is_foreigner_eligible": "BOOLEAN", "requires_uninsured": "BOOLEAN",
+        "excludes_livelihood_recipients": "BOOLEAN", "effective_from": "DATE",
         "effective_to": "DATE", "source": "VARCHAR",
     },
 }
@@ -651,6 +652,8 @@ def _mart_sql(as_of: str) -> dict[str, str]:
                       THEN 'age_unknown'
                  WHEN i.age_on_as_of < {a}.min_age OR i.age_on_as_of > {a}.max_age THEN 'age_out_of_range'
                  WHEN {a}.requires_uninsured AND i.is_employment_insured THEN 'currently_employed'
+                 WHEN {a}.excludes_livelihood_recipients AND i.receives_livelihood_benefit
+                      THEN 'receives_livelihood_benefit'
                  WHEN {a}.max_percent_of_median IS NOT NULL
                       AND (i.median_income_krw IS NULL OR i.household_income_krw IS NULL)
                       THEN 'household_or_median_unknown'
@@ -758,12 +761,20 @@ def _mart_sql(as_of: str) -> dict[str, str]:
             insured AS (
                 SELECT DISTINCT subject_pseudonym FROM enrolments
                 WHERE acquired_on <= {d} AND (lost_on IS NULL OR lost_on > {d})),
+            livelihood AS (  -- 생계급여 recipients selected by as_of and their MOIS household
+                SELECT r.subject_pseudonym, p.household_id FROM livelihood_recipients r
+                LEFT JOIN persons p ON r.subject_pseudonym = p.subject_pseudonym
+                WHERE list_contains(string_split(r.benefit_types, ','), '생계') AND r.selected_on <= {d}),
             i AS (
                 SELECT l.subject_pseudonym, l.case_id, l.crime_type, l.incident_on,
                        l.is_foreign_registration OR coalesce(p.person_kind <> 'citizen', false) AS is_foreigner,
                        CAST({age.replace("born_on", "p.born_on")} AS INTEGER) AS age_on_as_of, p.household_id,
                        h.household_size, h.household_income_krw, h.median_income_krw, h.median_rule_id,
-                       ins.subject_pseudonym IS NOT NULL AS is_employment_insured
+                       ins.subject_pseudonym IS NOT NULL AS is_employment_insured,
+                       coalesce(l.subject_pseudonym IN (SELECT subject_pseudonym FROM livelihood)
+                                OR p.household_id IN (SELECT household_id FROM livelihood
+                                                      WHERE household_id IS NOT NULL), false)
+                           AS receives_livelihood_benefit
                 FROM latest l
                 LEFT JOIN persons p ON l.subject_pseudonym = p.subject_pseudonym
                 LEFT JOIN household h ON p.household_id = h.household_id
@@ -773,12 +784,13 @@ def _mart_sql(as_of: str) -> dict[str, str]:
                 FROM i {area_joins})
             SELECT subject_pseudonym, {area_cols}, case_id, crime_type, incident_on, is_foreigner, age_on_as_of,
                    household_id, household_size, household_income_krw, median_income_krw, median_rule_id,
-                   is_employment_insured,
+                   is_employment_insured, receives_livelihood_benefit,
                    CAST(json_object('case_id', case_id, 'crime_type', crime_type, 'incident_on', incident_on,
                                     'is_foreigner', is_foreigner, 'age_on_as_of', age_on_as_of,
                                     'household_size', household_size, 'household_income_krw', household_income_krw,
                                     'median_income_krw', median_income_krw, 'median_rule_id', median_rule_id,
-                                    'is_employment_insured', is_employment_insured) AS VARCHAR) AS inputs,
+                                    'is_employment_insured', is_employment_insured,
+                                    'receives_livelihood_benefit', receives_livelihood_benefit) AS VARCHAR) AS inputs,
                    {d} AS as_of
             FROM decided""",
     }

@@ -66,6 +66,7 @@ FOREIGN_RESIDENTS = [
 # One row each (updated_at added when written) for the entities no mart reads yet: staged, tested, pseudonymised.
 BUSINESS_REGISTRATIONS = [(1, "101-81-00340", "800101-1234567", "철수 상사", "도매 및 소매업", "20100101", "")]
 UNEMPLOYMENT_BENEFITS = [(1, "800101-1234567", "20240701", "20240708", 120, 64_192, 7_703_040)]
+# 이영희 receives the livelihood benefit (생계급여): her household (100, with 김철수) gets no emergency livelihood aid.
 LIVELIHOOD_RECIPIENTS = [(1, "820202-2345678", 1, "생계,의료", 700_000, "20200101")]
 DISABILITY_REGISTRY = [(1, "100303-3456789", "지적", "심한 장애", "20150101")]
 # Youth Leap Accounts (FSC): 박서준 closed his, so he may open one again (eligible); 이영희 holds an open one.

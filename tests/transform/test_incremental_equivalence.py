@@ -29,7 +29,7 @@ BUMPED = pa.scalar(dt.datetime(2025, 3, 1, 18, 0), pa.timestamp("us"))
 SCHEMAS = ("staging", "intermediate", "shared")
 # Entities no mart reads yet: each day's snapshot repeats day 1 (their staging must still build).
 UNCHANGED_ENTITIES = (("nts", "business_registrations"), ("moel", "unemployment_benefits"),
-                      ("mohw", "basic_livelihood_recipients"), ("mohw", "disability_registry"))
+                      ("mohw", "disability_registry"))
 
 
 def _bump(table: pa.Table, key: str, ids: set[int], **changes: object) -> pa.Table:
@@ -60,7 +60,8 @@ def _write_day(home, ds: str, tables: dict[tuple[str, str], pa.Table]) -> None:
 
 def day2_snapshots(home) -> dict[tuple[str, str], pa.Table]:
     """Day 2 as full snapshots = day 1 with a move, two removed registry rows, a new person and household,
-    a corrected return, a lost job, a new case, an opened and a vanished Youth Leap Account.
+    a corrected return, a lost job, a new case, an opened and a vanished Youth Leap Account, and a
+    livelihood benefit that ended.
 
     Removals: resident 5 (a duplicate registry row of a person who keeps another row) and resident 3
     (the person's only row: they vanish from the spine and their household shrinks).
@@ -108,11 +109,14 @@ def day2_snapshots(home) -> dict[tuple[str, str], pa.Table]:
         "monthly_contribution": 500_000, "government_match": 15_000, "status": "active",
         "updated_at": BUMPED.as_py(),
     })  # fmt: skip
+    # MOHW: 이영희's livelihood benefit ends (medical aid only now), so her household may get emergency aid.
+    recipients = _bump(_read(home, "mohw", "basic_livelihood_recipients"), "recipient_id", {1}, benefit_types="의료")
     unchanged = {e: _read(home, *e) for e in UNCHANGED_ENTITIES}
     return {
         ("mois", "residents"): residents, ("mois", "households"): households, ("nts", "income"): incomes,
         ("moel", "employment_insurance"): enrolments, ("police", "crime_victim_cases"): cases,
-        ("moj", "foreign_residents"): foreigners, ("fsc", "youth_leap_accounts"): accounts, **unchanged,
+        ("moj", "foreign_residents"): foreigners, ("fsc", "youth_leap_accounts"): accounts,
+        ("mohw", "basic_livelihood_recipients"): recipients, **unchanged,
     }  # fmt: skip
 
 
@@ -351,6 +355,18 @@ def test_an_account_opened_or_gone_recomputes_its_holder(builds):
     assert (subject[2],) in daily["intermediate.int_affected_subjects"]
     notified = [r for r in daily["shared.benefit_notifications_v1"] if r[1] == subject[4]]
     assert [r[-1] for r in notified] == [dt.date.fromisoformat(DS)]  # day 1's, not a second one
+
+
+def test_a_livelihood_benefit_that_ended_lifts_the_households_exclusion(builds):
+    """이영희's livelihood benefit (생계급여) ends on day 2: 김철수, a victim in her household, may then
+    get emergency livelihood aid; on day 1 the household already received the same support."""
+    day1, daily = builds["day1"], builds["day2_daily"]
+    subject = {r[0]: r[1] for r in day1["staging.stg_mois__residents"]}
+    # subject_pseudonym, then (eligible, rule_id, reason) for legal aid, relief fund, emergency livelihood,
+    # ...; receives_livelihood_benefit and inputs last.
+    kim = lambda snap: {r[0]: r for r in snap["shared.victim_support_eligibility_v1"]}[subject[1]]  # noqa: E731
+    assert (kim(day1)[7], kim(day1)[9], kim(day1)[-2]) == (False, "receives_livelihood_benefit", True)
+    assert (kim(daily)[7], kim(daily)[9], kim(daily)[-2]) == (True, None, False)
 
 
 def test_a_periodic_snapshot_removes_what_no_window_shows(builds):

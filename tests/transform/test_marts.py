@@ -224,20 +224,27 @@ def test_victim_support_rows_explain_each_area(built, pseudonym_key):
     rules = {
         "legal_aid": "LA-2024-01",
         "relief_fund": "RF-2024-01",
-        "emergency_livelihood": "EL-2024-02",
+        "emergency_livelihood": "EL-2024-03",
         "employment_support": "ES-2024-01",
         "financial_support": "FS-2024-01",
     }
     # 김철수: the 2025 injury (case 2) decides; household of 3 at 51 % of the 2025 median; his
-    # insured job ended in 2024. Eligible everywhere, each under the rule in force.
+    # insured job ended in 2024. Eligible everywhere, each under the rule in force, except emergency
+    # livelihood: his household already receives the livelihood benefit (이영희 is the recipient).
     kim = rows[p("800101-1234567")]
     assert kim[0] == 2
-    assert areas(kim) == {a: (True, rules[a], None) for a in VICTIM_AREAS}
+    assert areas(kim) == {
+        a: (False, rules[a], "receives_livelihood_benefit") if a == "emergency_livelihood" else (True, rules[a], None)
+        for a in VICTIM_AREAS
+    }
     inputs = json.loads(kim[-1])
     assert inputs["household_size"] == 3 and inputs["household_income_krw"] == 31_000_100
     assert inputs["median_income_krw"] == 5_025_353 and inputs["is_employment_insured"] is False
-    # 이영희: fraud is no crime against life or body → no relief fund.
-    assert areas(rows[p("820202-2345678")])["relief_fund"] == (False, "RF-2024-01", "crime_type_not_covered")
+    assert inputs["receives_livelihood_benefit"] is True
+    # 이영희: fraud is no crime against life or body → no relief fund; she receives the livelihood benefit.
+    lee = areas(rows[p("820202-2345678")])
+    assert lee["relief_fund"] == (False, "RF-2024-01", "crime_type_not_covered")
+    assert lee["emergency_livelihood"] == (False, rules["emergency_livelihood"], "receives_livelihood_benefit")
     # The foreign victim is not on the spine: household unknown where foreigners are covered (legal aid;
     # emergency livelihood, Emergency Aid Act Art. 5-2), and two areas do not cover foreigners.
     foreign = areas(rows[p("950505-5123456")])
@@ -246,6 +253,7 @@ def test_victim_support_rows_explain_each_area(built, pseudonym_key):
     for a in ("relief_fund", "employment_support"):
         assert foreign[a] == (False, rules[a], "foreigner_not_covered")
     assert json.loads(rows[p("950505-5123456")][-1])["is_foreigner"] is True
+    assert json.loads(rows[p("950505-5123456")][-1])["receives_livelihood_benefit"] is False
     # Not on the spine is a warning, not a failure.
     warned = {n.unique_id for n in summary.warned}
     assert any("relationships_victim_support_eligibility_v1_subject_pseudonym" in w for w in warned)

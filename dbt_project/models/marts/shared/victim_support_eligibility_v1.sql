@@ -35,6 +35,12 @@ enrolments as (
 
 ),
 
+livelihood_recipients as (
+
+    select * from {{ ref('stg_mohw__basic_livelihood_recipients') }}
+
+),
+
 rules_in_force as (
 
     select *
@@ -69,6 +75,22 @@ insured_on_as_of as (
 
 ),
 
+livelihood_benefit_households as (
+
+    -- Recipients of the livelihood benefit (생계급여) selected by as_of, with their MOIS household:
+    -- the benefit is the household's, so it counts for every member (rules' excludes_livelihood_recipients).
+    select
+        livelihood_recipients.subject_pseudonym,
+        persons.household_id
+
+    from livelihood_recipients
+    left join persons
+        on livelihood_recipients.subject_pseudonym = persons.subject_pseudonym
+    where list_contains(string_split(livelihood_recipients.benefit_types, ','), '생계')
+        and livelihood_recipients.selected_on <= {{ as_of_date() }}
+
+),
+
 inputs as (
 
     select
@@ -83,7 +105,14 @@ inputs as (
         households.household_income_krw,
         households.median_income_krw,
         households.median_rule_id,
-        insured_on_as_of.subject_pseudonym is not null as is_employment_insured
+        insured_on_as_of.subject_pseudonym is not null as is_employment_insured,
+        coalesce(
+            latest_cases.subject_pseudonym in (select subject_pseudonym from livelihood_benefit_households)
+            or persons.household_id in (
+                select household_id from livelihood_benefit_households where household_id is not null
+            ),
+            false
+        ) as receives_livelihood_benefit
 
     from latest_cases
     left join persons
@@ -115,6 +144,8 @@ decided as (
             when inputs.age_on_as_of < {{ area }}_rule.min_age
                 or inputs.age_on_as_of > {{ area }}_rule.max_age then 'age_out_of_range'
             when {{ area }}_rule.requires_uninsured and inputs.is_employment_insured then 'currently_employed'
+            when {{ area }}_rule.excludes_livelihood_recipients and inputs.receives_livelihood_benefit
+                then 'receives_livelihood_benefit'
             when {{ area }}_rule.max_percent_of_median is not null
                 and (inputs.median_income_krw is null or inputs.household_income_krw is null)
                 then 'household_or_median_unknown'
@@ -153,6 +184,7 @@ final as (
         median_income_krw,
         median_rule_id,
         is_employment_insured,
+        receives_livelihood_benefit,
         cast(json_object(
             'case_id', case_id,
             'crime_type', crime_type,
@@ -163,7 +195,8 @@ final as (
             'household_income_krw', household_income_krw,
             'median_income_krw', median_income_krw,
             'median_rule_id', median_rule_id,
-            'is_employment_insured', is_employment_insured
+            'is_employment_insured', is_employment_insured,
+            'receives_livelihood_benefit', receives_livelihood_benefit
         ) as varchar) as inputs
 
     from decided
