@@ -1,10 +1,10 @@
 -- Youth Leap Account (청년도약계좌) eligibility for every citizen on the spine, decided by the
 -- programme_thresholds row in force on as_of. A person who already holds an open account cannot
--- open another (one account per person): they are not eligible, and so never notified. Foreign residents are not decided here: the rule
--- weighs household income on the MOIS household, which they do not have. Every row carries the
--- rule ids and the inputs that decided it. Money comparisons are integer (income × 100 ≤
--- percent × 12 × monthly median) so an income exactly on the threshold is eligible, with no
--- floating-point rounding.
+-- open another (one account per person): they are not eligible, and so never notified. Foreign
+-- residents are not decided here: the rule weighs household income on the MOIS household, which
+-- they do not have. Every row carries the rule ids and the inputs that decided it. Money
+-- comparisons are integer (income × 100 ≤ percent × 12 × monthly median) so an income exactly on
+-- the threshold is eligible, with no floating-point rounding.
 
 -- as_of is not a column: it is the run's (shared.build_as_of), stamped on the published version.
 -- Incremental by person (macros/affected_keys.sql): a daily run recomputes the persons in
