@@ -36,8 +36,10 @@
 {#- Post-hook: delete tombstoned keys, and keys a full snapshot no longer has (a window holds only what
     changed, so absence there means nothing; a snapshot without live rows deletes only its
     tombstones: an empty export is a broken export), logging each deleted key with this run's stamp.
-    The log is created on every build so readers can rely on it. -#}
-{% macro delete_removed_rows(key, source_relation) %}
+    The log is created on every build so readers can rely on it. A change log that reads it trims it
+    (trim_person_changes, trim_moel_deleted_keys); a log nobody reads (read_by_change_log=false) keeps
+    only the latest run's keys, what that run removed, instead of growing with every snapshot. -#}
+{% macro delete_removed_rows(key, source_relation, read_by_change_log=true) %}
     {%- set log = deleted_keys_relation(this) -%}
     create table if not exists {{ log }} ({{ key }} bigint, deleted_at timestamp);
     {% if is_incremental() %}
@@ -53,6 +55,9 @@
         or {{ key }} not in (select cast({{ key }} as bigint) from {{ partition }})
     {%- endif %};
     delete from {{ this }}
-    where {{ key }} in (select {{ key }} from {{ log }} where deleted_at = {{ run_started_at_ts() }})
+    where {{ key }} in (select {{ key }} from {{ log }} where deleted_at = {{ run_started_at_ts() }});
+    {% endif %}
+    {% if not read_by_change_log %}
+    delete from {{ log }} where deleted_at < {{ run_started_at_ts() }}
     {% endif %}
 {% endmacro %}

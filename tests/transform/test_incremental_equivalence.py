@@ -95,6 +95,8 @@ def day2_snapshots(home) -> dict[tuple[str, str], pa.Table]:
     })  # fmt: skip
     # MOJ: a foreign resident moves (a change in the spine and the living population), another arrives.
     foreigners = _bump(_read(home, "moj", "foreign_residents"), "foreign_resident_id", {2}, sigungu_code="41590")
+    # ...and NGUYEN LAN's old card (1, superseded by card 3) leaves the registry: the spine keeps card 3.
+    foreigners = foreigners.filter(pc.not_equal(foreigners["foreign_resident_id"], 1))
     foreigners = _append(foreigners, {
         "foreign_resident_id": 4, "frn": "970909-5456789", "name": "TRAN MINH", "nationality": "VNM",
         "visa_type": "D-2", "sigungu_code": "11110", "entry_date": "20250201", "registered_date": "20250301",
@@ -367,6 +369,18 @@ def test_a_livelihood_benefit_that_ended_lifts_the_households_exclusion(builds):
     kim = lambda snap: {r[0]: r for r in snap["shared.victim_support_eligibility_v1"]}[subject[1]]  # noqa: E731
     assert (kim(day1)[7], kim(day1)[9], kim(day1)[-2]) == (False, "receives_livelihood_benefit", True)
     assert (kim(daily)[7], kim(daily)[9], kim(daily)[-2]) == (True, None, False)
+
+
+def test_a_deleted_keys_log_nobody_reads_keeps_only_the_latest_runs_keys(builds):
+    """MOJ's old card 1 vanishes on day 2: staging deletes it and logs the key with day 2's stamp. No change
+    log reads foreign residents' deletions, so day 3's run, which deletes nothing there, leaves the log empty
+    instead of keeping every run's keys; a log that a change log reads is emptied by its reader."""
+    day1, day2, day3 = builds["day1"], builds["day2_daily"], builds["day3_daily"]
+    assert 1 in {r[0] for r in day1["staging.stg_moj__foreign_residents"]}
+    assert 1 not in {r[0] for r in day2["staging.stg_moj__foreign_residents"]}
+    assert [r[0] for r in day2["staging.stg_moj__foreign_residents__deleted_keys"]] == [1]
+    assert day3["staging.stg_moj__foreign_residents__deleted_keys"] == []
+    assert day2["staging.stg_mois__residents__deleted_keys"] == []
 
 
 def test_a_periodic_snapshot_removes_what_no_window_shows(builds):

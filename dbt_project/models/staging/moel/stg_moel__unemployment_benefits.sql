@@ -7,7 +7,7 @@
         incremental_strategy='delete+insert',
         unique_key='benefit_id',
         on_schema_change='fail',
-        post_hook=["{{ delete_removed_rows('benefit_id', source('moel', 'unemployment_benefits')) }}"]
+        post_hook=["{{ delete_removed_rows('benefit_id', source('moel', 'unemployment_benefits'), read_by_change_log=false) }}"]
     )
 }}
 

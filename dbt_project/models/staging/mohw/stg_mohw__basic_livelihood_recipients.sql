@@ -7,7 +7,7 @@
         incremental_strategy='delete+insert',
         unique_key='recipient_id',
         on_schema_change='fail',
-        post_hook=["{{ delete_removed_rows('recipient_id', source('mohw', 'basic_livelihood_recipients')) }}"]
+        post_hook=["{{ delete_removed_rows('recipient_id', source('mohw', 'basic_livelihood_recipients'), read_by_change_log=false) }}"]
     )
 }}
 

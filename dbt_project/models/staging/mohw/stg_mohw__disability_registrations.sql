@@ -7,7 +7,7 @@
         incremental_strategy='delete+insert',
         unique_key='registration_id',
         on_schema_change='fail',
-        post_hook=["{{ delete_removed_rows('registration_id', source('mohw', 'disability_registry')) }}"]
+        post_hook=["{{ delete_removed_rows('registration_id', source('mohw', 'disability_registry'), read_by_change_log=false) }}"]
     )
 }}
 

@@ -11,7 +11,7 @@
         incremental_strategy='delete+insert',
         unique_key='foreign_resident_id',
         on_schema_change='fail',
-        post_hook=["{{ delete_removed_rows('foreign_resident_id', source('moj', 'foreign_residents')) }}"]
+        post_hook=["{{ delete_removed_rows('foreign_resident_id', source('moj', 'foreign_residents'), read_by_change_log=false) }}"]
     )
 }}
 

@@ -8,7 +8,7 @@
         incremental_strategy='delete+insert',
         unique_key='business_registration_id',
         on_schema_change='fail',
-        post_hook=["{{ delete_removed_rows('business_registration_id', source('nts', 'business_registrations')) }}"]
+        post_hook=["{{ delete_removed_rows('business_registration_id', source('nts', 'business_registrations'), read_by_change_log=false) }}"]
     )
 }}
 
