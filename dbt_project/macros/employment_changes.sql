@@ -59,11 +59,7 @@
     {%- set since = last_built_at(this.name) %}
     delete from {{ this }}
     where enrolment_id in (
-        select enrolment_id from {{ ref('stg_moel__employment_insurances') }} where loaded_at > {{ since }}
-        union all
-        select enrolment_id
-        from {{ deleted_keys_relation(ref('stg_moel__employment_insurances')) }}
-        where deleted_at > {{ since }}
+        {{ written_or_deleted_keys(ref('stg_moel__employment_insurances'), 'enrolment_id', since) }}
     )
     {% endif %}
 {% endmacro %}

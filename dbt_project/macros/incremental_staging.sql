@@ -33,6 +33,14 @@
     {{ return(api.Relation.create(database=model.database, schema=model.schema, identifier=model.identifier ~ '__deleted_keys')) }}
 {%- endmacro %}
 
+{#- The keys staging model `model` wrote (loaded_at) or deleted (its log) after `since`, a SQL
+    timestamp: what the change logs read instead of comparing tables. -#}
+{% macro written_or_deleted_keys(model, key, since) -%}
+    select {{ key }} from {{ model }} where loaded_at > {{ since }}
+    union
+    select {{ key }} from {{ deleted_keys_relation(model) }} where deleted_at > {{ since }}
+{%- endmacro %}
+
 {#- Post-hook: delete tombstoned keys, and keys a full snapshot no longer has (a window holds only what
     changed, so absence there means nothing; a snapshot without live rows deletes only its
     tombstones: an empty export is a broken export), logging each deleted key with this run's stamp.

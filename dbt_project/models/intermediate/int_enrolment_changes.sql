@@ -36,11 +36,7 @@ written as (
 
 enrolment_keys as (
 
-    select enrolment_id from written
-    union
-    select enrolment_id
-    from {{ deleted_keys_relation(ref('stg_moel__employment_insurances')) }}
-    where deleted_at > {{ since }}
+    {{ written_or_deleted_keys(ref('stg_moel__employment_insurances'), 'enrolment_id', since) }}
 
 ),
 

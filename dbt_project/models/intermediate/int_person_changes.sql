@@ -25,6 +25,8 @@
 {%- set kept_accounts = adapter.get_relation(this.database, 'intermediate', 'int_youth_leap_accounts_active') if execute else none %}
 {%- set since = last_built_at(this.name) %}
 
+-- depends_on: {{ ref('stg_mois__households') }}
+
 with
 
 residents as (
@@ -36,12 +38,6 @@ residents as (
 incomes as (
 
     select * from {{ ref('stg_nts__incomes') }}
-
-),
-
-households as (
-
-    select * from {{ ref('stg_mois__households') }}
 
 ),
 
@@ -61,9 +57,7 @@ written_residents as (
 
 resident_keys as (
 
-    select resident_id from written_residents
-    union
-    select resident_id from {{ deleted_keys_relation(ref('stg_mois__residents')) }} where deleted_at > {{ since }}
+    {{ written_or_deleted_keys(ref('stg_mois__residents'), 'resident_id', since) }}
 
 ),
 
@@ -75,17 +69,13 @@ written_incomes as (
 
 income_keys as (
 
-    select income_id from written_incomes
-    union
-    select income_id from {{ deleted_keys_relation(ref('stg_nts__incomes')) }} where deleted_at > {{ since }}
+    {{ written_or_deleted_keys(ref('stg_nts__incomes'), 'income_id', since) }}
 
 ),
 
 household_keys as (
 
-    select household_id from households where loaded_at > {{ since }}
-    union
-    select household_id from {{ deleted_keys_relation(ref('stg_mois__households')) }} where deleted_at > {{ since }}
+    {{ written_or_deleted_keys(ref('stg_mois__households'), 'household_id', since) }}
 
 ),
 
@@ -97,11 +87,7 @@ written_accounts as (
 
 account_keys as (
 
-    select account_id from written_accounts
-    union
-    select account_id
-    from {{ deleted_keys_relation(ref('stg_fsc__youth_leap_accounts')) }}
-    where deleted_at > {{ since }}
+    {{ written_or_deleted_keys(ref('stg_fsc__youth_leap_accounts'), 'account_id', since) }}
 
 ),
 
