@@ -15,6 +15,7 @@ from zerodoc.privacy import contains_rrn, hmac_pads, normalize_id, pseudonymize
 from zerodoc.transform.runner import (
     DAILY_BUILD_ARGS,
     DbtRunError,
+    content_digest,
     contract_columns,
     contract_hash,
     export_mart,
@@ -178,12 +179,12 @@ def test_contract_hash_is_stable_and_follows_the_manifest(built):
         contract_hash("stg_nts__incomes", cfg)
 
 
-def test_export_mart_writes_deterministic_zstd_parquet(built, tmp_path):
+def test_export_mart_writes_zstd_parquet_with_a_stable_content_digest(built, tmp_path):
     cfg, _ = built
     first, second = tmp_path / "a" / "data.parquet", tmp_path / "b" / "data.parquet"
     assert export_mart("income_v1", first, cfg) == 3
     assert export_mart("income_v1", second, cfg) == 3
-    assert first.read_bytes() == second.read_bytes()
+    assert content_digest(first) == content_digest(second)
     meta = pq.ParquetFile(first).metadata
     assert meta.num_rows == 3
     assert meta.row_group(0).column(0).compression == "ZSTD"
@@ -195,7 +196,7 @@ def test_export_mart_writes_deterministic_zstd_parquet(built, tmp_path):
         export_mart("income_v1", third, cfg, as_of="2025-03-02")
     assert not third.exists() and not list(third.parent.glob(".*.tmp"))
     assert export_mart("income_v1", third, cfg, as_of=DS) == 3
-    assert third.read_bytes() == first.read_bytes()
+    assert content_digest(third) == content_digest(first)
     assert not list(first.parent.glob(".*.tmp"))
     with pytest.raises(ValueError, match="not a model name"):
         export_mart("income_v1; drop table x", first, cfg)
@@ -251,16 +252,59 @@ def test_contract_is_enforced_when_a_mart_column_type_changes(tmp_path, monkeypa
     assert "contract" in (failed.message or "").lower()
 
 
-def test_export_sorts_on_the_tested_unique_key(built, tmp_path):
-    """Published bytes are ordered by the model's unique test's columns (a total order, cheap to sort)."""
-    cfg, _ = built
-    dest = tmp_path / "income" / "data.parquet"
-    export_mart("income_v1", dest, cfg)
-    rows = pq.read_table(dest, columns=["subject_pseudonym", "tax_year"]).to_pylist()
-    keys = [(r["subject_pseudonym"], r["tax_year"]) for r in rows]
-    assert keys == sorted(keys) and len(set(keys)) == len(keys)
-    from zerodoc.transform.runner import _manifest, _unique_key
+def test_content_digest_follows_the_rows_not_their_order(tmp_path):
+    """Published versions are named by content: any row order gives the same name, any change another."""
+    import pyarrow as pa
 
-    manifest = _manifest(cfg)
-    assert _unique_key("income_v1", manifest) == ["subject_pseudonym", "tax_year"]
-    assert _unique_key("residence_v1", manifest) == ["subject_pseudonym"]
+    def digest(name: str, table: pa.Table) -> str:
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(table, path)
+        return content_digest(path)
+
+    rows = {"subject_pseudonym": ["a" * 64, "b" * 64, "c" * 64], "tax_year": [2023, 2024, None]}
+    base = digest("base", pa.table(rows))  # tax_year is int64 here
+    assert re.fullmatch(r"[0-9a-f]{64}", base)
+    assert digest("reordered", pa.table(rows).take([2, 0, 1])) == base
+    assert digest("changed", pa.table({**rows, "tax_year": [2023, 2024, 2025]})) != base
+    assert digest("row_added", pa.table({k: v + v[:1] for k, v in rows.items()})) != base
+    assert digest("row_dropped", pa.table({k: v[:2] for k, v in rows.items()})) != base
+    renamed = {"subject_pseudonym": rows["subject_pseudonym"], "year": rows["tax_year"]}
+    assert digest("renamed", pa.table(renamed)) != base
+    assert digest("retyped", pa.table({**rows, "tax_year": pa.array(rows["tax_year"], pa.int32())})) != base
+    # Values swapped between rows are a different multiset of rows, not the same one.
+    swapped = {"subject_pseudonym": rows["subject_pseudonym"], "tax_year": [2024, 2023, None]}
+    assert digest("swapped", pa.table(swapped)) != base
+    assert digest("empty", pa.table({k: v[:0] for k, v in rows.items()})) != base
+
+
+def test_unique_tests_report_every_duplicate_and_nothing_else(built, tmp_path):
+    """The project's `unique` and `unique_combination_of_columns` (hash first, then exact) run on a copy
+    of the built warehouse: clean tables pass; copied rows are reported with their count."""
+    from zerodoc.transform.runner import target_dir
+
+    cfg, _ = built
+    run = json.loads((target_dir(cfg) / "run_results.json").read_text())
+    compiled = {r["unique_id"].rsplit(".", 1)[0]: r["compiled_code"] for r in run["results"]}
+    single = compiled["test.zerodoc.unique_residence_v1_subject_pseudonym"]
+    composite = compiled[
+        "test.zerodoc.unique_combination_of_columns_int_incomes_latest_filing_subject_pseudonym__tax_year"]
+    assert "hash(" in single and "hash(" in composite  # the project's tests, not dbt's built-in one
+
+    copy = tmp_path / cfg.warehouse_path.name  # same file name: the SQL names the catalog after it
+    shutil.copyfile(cfg.warehouse_path, copy)
+    with duckdb.connect(str(copy)) as con:
+        assert con.execute(single).fetchall() == []
+        assert con.execute(composite).fetchall() == []
+        (first,) = con.execute("select subject_pseudonym from shared.residence_v1 order by 1 limit 1").fetchone()
+        copy_rows = f"insert into shared.residence_v1 from shared.residence_v1 where subject_pseudonym = '{first}'"
+        con.execute(copy_rows)
+        con.execute(copy_rows)
+        assert con.execute(single).fetchall() == [(first, 4)]
+
+        table = "intermediate.int_incomes_latest_filing"
+        person, year = con.execute(f"select subject_pseudonym, tax_year from {table} order by 1, 2 limit 1").fetchone()
+        row = f"from {table} where subject_pseudonym = '{person}' and tax_year = {year}"
+        con.execute(f"insert into {table} select * {row}")
+        # The same person in a year of their own is no duplicate.
+        con.execute(f"insert into {table} select * replace (1999 as tax_year) {row} limit 1")
+        assert con.execute(composite).fetchall() == [(person, year, 2)]

@@ -120,7 +120,11 @@ def _pool(log_file: str) -> None:
 
 
 def read_current(dataset_dir: Path) -> tuple[str, str]:
-    """Read CURRENT and the whole snapshot it names; raise if anything is missing or inconsistent."""
+    """Read CURRENT and the whole snapshot it names; raise if anything is missing or inconsistent.
+
+    Returns the version and its content digest (zerodoc.transform.runner.content_digest): two runs
+    that publish the same rows agree on it even when their files' bytes differ in row order.
+    """
     import pyarrow.parquet as pq
 
     version = json.loads((dataset_dir / "CURRENT.json").read_text())["version"]
@@ -128,12 +132,14 @@ def read_current(dataset_dir: Path) -> tuple[str, str]:
     meta = json.loads((vdir / "metadata.json").read_text())
     data = (vdir / "data.parquet").read_bytes()
     checksum = hashlib.sha256(data).hexdigest()
-    if meta["version"] != version or checksum != meta["checksum"] or not version.endswith(checksum[:12]):
-        raise ValueError(f"{version}: metadata {meta['version']}/{meta['checksum'][:12]} vs data {checksum[:12]}")
+    digest = meta["content_digest"]
+    if meta["version"] != version or checksum != meta["checksum"] or not version.endswith(digest[:12]):
+        raise ValueError(f"{version}: metadata {meta['version']}/{digest[:12]}/{meta['checksum'][:12]} "
+                         f"vs data file {checksum[:12]}")
     rows = pq.read_table(io.BytesIO(data)).num_rows
     if rows != meta["row_count"]:
         raise ValueError(f"{version}: {rows} rows but metadata says {meta['row_count']}")
-    return version, checksum
+    return version, digest
 
 
 def _child_reader(home: str, allowed_file: str, stop_file: str, out_file: str) -> None:
@@ -144,12 +150,12 @@ def _child_reader(home: str, allowed_file: str, stop_file: str, out_file: str) -
     examples: list[str] = []
     seen: dict[str, set[str]] = {d: set() for d in allowed}
     while not Path(stop_file).exists():
-        for dataset, checksums in allowed.items():
+        for dataset, digests in allowed.items():
             reads += 1
             try:
-                version, checksum = read_current(published / dataset)
-                if checksum not in checksums:
-                    raise ValueError(f"{version}: content {checksum[:12]} matches no undisturbed run")
+                version, digest = read_current(published / dataset)
+                if digest not in digests:
+                    raise ValueError(f"{version}: content {digest[:12]} matches no undisturbed run")
                 seen[dataset].add(version)
             except Exception as exc:  # noqa: BLE001 - every failure to read a whole version counts
                 torn += 1
@@ -260,13 +266,13 @@ class WorkerPool:
 
 
 def published_content(home: Path) -> dict[str, str]:
-    """dataset -> checksum of the data CURRENT points at."""
+    """dataset -> content digest of the data CURRENT points at."""
     from zerodoc.catalog import datasets
 
     out = {}
     for name in datasets():
-        _, checksum = read_current(home / "published" / name)
-        out[name] = checksum
+        _, digest = read_current(home / "published" / name)
+        out[name] = digest
     return out
 
 

@@ -1,7 +1,8 @@
 """Publish a mart as an immutable version and switch "current" to it atomically.
 
-A version is named `<logical date>.<first 12 hex of the data checksum>`: the same data for
-the same day is the same version, so a rerun publishes nothing new.
+A version is named `<logical date>.<first 12 hex of the content digest>`: the same rows for the same
+day are the same version, in whatever order an export wrote them, so a rerun publishes nothing new.
+Its metadata also holds the sha256 of the data file's bytes, which readers check before serving it.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def check_gate(dataset: str, logical_date: str, cfg: Settings | None = None) -> 
 
 
 def publish_dataset(dataset: str, logical_date: str, cfg: Settings | None = None) -> PublishResult:
-    from zerodoc.transform.runner import contract_hash, export_mart
+    from zerodoc.transform.runner import content_digest, contract_hash, export_mart
 
     cfg = cfg or load_settings()
     spec = datasets()[dataset]
@@ -86,10 +87,11 @@ def publish_dataset(dataset: str, logical_date: str, cfg: Settings | None = None
     scratch.mkdir()
     try:
         export_mart(spec.model, scratch / "data.parquet", cfg, as_of=logical_date)
-        checksum = sha256_file(scratch / "data.parquet")
-        version = f"{logical_date}.{checksum[:12]}"
+        digest = content_digest(scratch / "data.parquet")
+        version = f"{logical_date}.{digest[:12]}"
         final = versions_dir / version
         if not final.exists():
+            checksum = sha256_file(scratch / "data.parquet")
             meta_file = pq.ParquetFile(scratch / "data.parquet")
             manifests = []
             for qualified in spec.inputs:
@@ -107,6 +109,7 @@ def publish_dataset(dataset: str, logical_date: str, cfg: Settings | None = None
                 "published_for": logical_date,
                 "row_count": meta_file.metadata.num_rows,
                 "checksum": checksum,
+                "content_digest": digest,
                 "contract_hash": contract_hash(spec.model),
                 "columns": [[f.name, str(f.physical_type)] for f in meta_file.schema],
                 "source_manifests": manifests,
