@@ -308,3 +308,18 @@ def test_unique_tests_report_every_duplicate_and_nothing_else(built, tmp_path):
         # The same person in a year of their own is no duplicate.
         con.execute(f"insert into {table} select * replace (1999 as tax_year) {row} limit 1")
         assert con.execute(composite).fetchall() == [(person, year, 2)]
+
+
+def test_dbt_docs_after_a_build_carry_the_catalog_and_the_compiled_sql(built, monkeypatch):
+    """docs generate --no-compile keeps the build's manifest (compiled SQL included) and adds the catalog."""
+    from zerodoc.ui.dbt_docs import docs_dir, generate
+
+    cfg, _ = built
+    monkeypatch.setenv("ZERODOC_HOME", str(cfg.home))
+    out = generate(DS, cfg)
+    assert out == docs_dir(cfg) and (out / "index.html").stat().st_size > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    catalog = json.loads((out / "catalog.json").read_text())
+    assert "select" in manifest["nodes"]["model.zerodoc.residence_v1"]["compiled_code"].lower()
+    columns = catalog["nodes"]["model.zerodoc.residence_v1"]["columns"]
+    assert {"subject_pseudonym", "sigungu_code"} <= {c.lower() for c in columns}
