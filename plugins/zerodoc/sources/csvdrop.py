@@ -596,12 +596,28 @@ def _parse_fast(prep: Prepared, rel: str, columns: dict[str, str], stats: FileSt
         skipped.append(row)
         return "skip"
 
+    # Where each record starts and ends, by the exact reader's rule: a newline inside an open quoted
+    # field ('"' count so far odd) continues the record. Police summaries span lines this way.
+    quotes = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 34)
+    if len(quotes) % 2:
+        return None  # a quoted field never closes: the exact reader says where
+    physical = len(nl) + (0 if data.endswith(b"\n") else 1)
+    inside = (np.searchsorted(quotes, nl) % 2).astype(bool)  # per newline: within a quoted field
+    ends = np.flatnonzero(~inside)  # newlines that end a record (0-based line index of that line)
+    first_line = np.r_[1, ends + 2]  # 1-based physical line each record starts on (0: the header)
+    last_line = np.r_[ends + 1, physical]
+    if data.endswith(b"\n"):  # the final newline starts no record
+        first_line, last_line = first_line[:-1], last_line[:-1]
+    if len(first_line) and (last_line - first_line + 1).max() > MAX_RECORD_LINES:
+        return None
+    multiline = bool(inside.any())
+
     def parse(use_threads: bool) -> pa.Table:
         skipped.clear()
         return pacsv.read_csv(
             pa.py_buffer(prep.text),
             read_options=pacsv.ReadOptions(block_size=16 << 20, use_threads=use_threads),
-            parse_options=pacsv.ParseOptions(newlines_in_values=False, invalid_row_handler=set_aside),
+            parse_options=pacsv.ParseOptions(newlines_in_values=multiline, invalid_row_handler=set_aside),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in names}, null_values=[""], strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
@@ -617,17 +633,16 @@ def _parse_fast(prep: Prepared, rel: str, columns: dict[str, str], stats: FileSt
     prep.text = b""
     if table.column_names != names:
         return None
-    physical = len(nl) + (0 if data.endswith(b"\n") else 1)
     n = table.num_rows + len(skipped)
-    if n != physical - 1:  # a record spanned lines, or blank lines: let the exact path decide
+    if n != len(first_line) - 1:  # blank lines, say: let the exact path decide
         return None
     errors: dict[int, str] = {}
-    for row in skipped:  # row.number: the physical line, 1 = the header
-        if row.number is None or not 2 <= row.number <= physical:
+    for row in skipped:  # row.number: the record, 1 = the header
+        if row.number is None or not 2 <= row.number <= n + 1:
             return None
         kind = "extra columns" if row.actual_columns > len(names) else "missing columns"
         error = f"expected {len(names)} fields, got {row.actual_columns} ({kind})"
-        if row.number == physical and not data.endswith(b"\n"):
+        if row.number == n + 1 and not data.endswith(b"\n"):
             error += "; last line has no line end (file truncated?)"
         errors[row.number - 2] = error
     text_cols = {c: table[c].combine_chunks() for c in names}
@@ -695,10 +710,10 @@ def _parse_fast(prep: Prepared, rel: str, columns: dict[str, str], stats: FileSt
         cols.append(col)
     starts = np.r_[0, nl + 1]
     raw_line = {}
-    for i in errors:
-        line = i + 1  # 0 = header
-        end = nl[line] if line < len(nl) else len(data)
-        raw_line[i] = data[starts[line] : end].decode(codec)
+    for i in errors:  # the record's text, all its lines (0-based line indexes below)
+        first, last = first_line[i + 1] - 1, last_line[i + 1] - 1
+        end = nl[last] if last < len(nl) else len(data)
+        raw_line[i] = data[starts[first] : end].decode(codec)
     stats.parse_errors = len(errors)
     for e in errors.values():
         kind = e.split(":", 1)[0] if e.startswith("column ") else e.split(" (", 1)[0]
@@ -708,7 +723,7 @@ def _parse_fast(prep: Prepared, rel: str, columns: dict[str, str], stats: FileSt
     stats.flagged = len(flags)
     meta = [
         pa.repeat(rel, n).cast(pa.string()) if n else pa.array([], pa.string()),
-        pa.array(np.arange(2, n + 2, dtype=np.int64)),
+        pa.array(first_line[1:].astype(np.int64)),
         _sparse_strings(n, raw_line),
         _sparse_strings(n, errors),
         _sparse_strings(n, flags),
