@@ -147,6 +147,21 @@ def test_mode_setting(monkeypatch):
         dbt_tasks_mode()
 
 
+def test_single_task_mode_set_up_parses_a_new_home_once(tmp_path, monkeypatch):
+    """Set-up leaves dbt's partial-parse state so the first build does not parse the whole project."""
+    from zerodoc.transform.cosmos_task_group import ensure_manifest_for_mode, manifest_path
+
+    monkeypatch.delenv("ZERODOC_DBT_TASKS", raising=False)
+    monkeypatch.setenv("ZERODOC_HOME", str(tmp_path))
+    cfg = Settings(home=tmp_path)
+    assert ensure_manifest_for_mode(cfg, "embedded") is None
+    state = target_dir(cfg) / "partial_parse.msgpack"
+    assert state.is_file() and not manifest_path(cfg).exists()  # no per-model manifest to publish
+    parsed = state.stat().st_mtime_ns
+    assert ensure_manifest_for_mode(cfg, "embedded") is None
+    assert state.stat().st_mtime_ns == parsed  # a parsed home is not parsed again
+
+
 def test_missing_manifest_fails_loudly_instead_of_parsing(tmp_path):
     from zerodoc.transform.cosmos_task_group import dbt_task_group
 
