@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,11 +88,15 @@ def publish_dataset(dataset: str, logical_date: str, cfg: Settings | None = None
     scratch.mkdir()
     try:
         export_mart(spec.model, scratch / "data.parquet", cfg, as_of=logical_date)
-        digest = content_digest(scratch / "data.parquet")
+        # The file's sha256 (hashlib, GIL released) is read in a thread while DuckDB reads the rows
+        # for the content digest: two passes over a 10M-row file at the cost of one (~1 s each).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            file_hash = pool.submit(sha256_file, scratch / "data.parquet")
+            digest = content_digest(scratch / "data.parquet")
+            checksum = file_hash.result()
         version = f"{logical_date}.{digest[:12]}"
         final = versions_dir / version
         if not final.exists():
-            checksum = sha256_file(scratch / "data.parquet")
             meta_file = pq.ParquetFile(scratch / "data.parquet")
             manifests = []
             for qualified in spec.inputs:
