@@ -16,7 +16,6 @@ writes about a million) and never a rewrite of everything sent before.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,11 +98,13 @@ def _recover(con, cfg: Settings) -> None:
 def send_new_notifications(cfg: Settings | None = None) -> NotifyResult:
     import duckdb
 
+    from zerodoc.transform.runner import duckdb_memory_limit
+
     cfg = cfg or load_settings()
     version = store.current(DATASET, cfg)
     as_of = version.metadata["as_of"]
     outbox = notifications_dir(cfg) / "outbox" / f"{as_of}.jsonl"
-    with duckdb.connect(config={"memory_limit": os.environ.get("ZERODOC_DBT_MEMORY_LIMIT", "3GB")}) as con:
+    with duckdb.connect(config={"memory_limit": duckdb_memory_limit()}) as con:
         _recover(con, cfg)
         con.execute(
             "CREATE TEMP TABLE candidates AS SELECT notification_id, subject_pseudonym, programme, rule_id, reason "

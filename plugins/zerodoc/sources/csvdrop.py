@@ -458,11 +458,11 @@ _STRAY_QUOTE = re.compile(rb'(?<![,\n"])"(?![,\n"])')
 _TS_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
-def _has_stray_quote(arr) -> bool:
-    """A quote that neither opens nor closes a field nor escapes one (`_STRAY_QUOTE`, vectorised)."""
+def _has_stray_quote(arr, q) -> bool:
+    """A quote (offsets `q` in `arr`) that neither opens nor closes a field nor escapes one
+    (`_STRAY_QUOTE`, vectorised)."""
     import numpy as np
 
-    q = np.flatnonzero(arr == 34)
     if not len(q):
         return False
     edge = np.array([44, 10, 34], dtype=np.uint8)  # , \n "
@@ -542,6 +542,7 @@ class Prepared:
     encoding: str | None = None  # None: the exact reader must take this file
     text: bytes = b""
     nl: object = None  # newline offsets in `data` (numpy)
+    quotes: object = None  # '"' offsets in `data` (numpy)
 
 
 def prepare_fast(path: Path) -> Prepared:
@@ -555,7 +556,8 @@ def prepare_fast(path: Path) -> Prepared:
     if not data or b"\x00" in data or b"\r" in data:
         return prep
     arr = np.frombuffer(data, dtype=np.uint8)
-    if _has_stray_quote(arr):
+    quotes = np.flatnonzero(arr == 34)
+    if _has_stray_quote(arr, quotes):
         return prep
     nl = np.flatnonzero(arr == 10)
     del arr
@@ -567,6 +569,7 @@ def prepare_fast(path: Path) -> Prepared:
     if decoded is not None:
         prep.encoding, prep.text = decoded
         prep.nl = nl
+        prep.quotes = quotes
     return prep
 
 
@@ -598,7 +601,7 @@ def _parse_fast(prep: Prepared, rel: str, columns: dict[str, str], stats: FileSt
 
     # Where each record starts and ends, by the exact reader's rule: a newline inside an open quoted
     # field ('"' count so far odd) continues the record. Police summaries span lines this way.
-    quotes = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 34)
+    quotes = prep.quotes
     if len(quotes) % 2:
         return None  # a quoted field never closes: the exact reader says where
     physical = len(nl) + (0 if data.endswith(b"\n") else 1)

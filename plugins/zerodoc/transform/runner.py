@@ -225,6 +225,11 @@ def _check_model_name(model: str) -> str:
     return model
 
 
+def duckdb_memory_limit() -> str:
+    """The same memory cap as dbt's connection (profiles.yml); DuckDB's default is 80 % of RAM."""
+    return os.environ.get("ZERODOC_DBT_MEMORY_LIMIT", "3GB")
+
+
 def export_mart(model: str, dest: Path, cfg: Settings | None = None, as_of: str | None = None) -> int:
     """Write mart `shared.<model>` to `dest` as Parquet (zstd, 122,880-row groups), atomically.
 
@@ -241,8 +246,7 @@ def export_mart(model: str, dest: Path, cfg: Settings | None = None, as_of: str 
     cfg = cfg or Settings.from_env()
     relation = f"{MART_SCHEMA}.{_check_model_name(model)}"
     stamp = _published_as_of(model, cfg)
-    # The same memory cap as dbt's connection (profiles.yml); DuckDB's default is 80 % of RAM.
-    config = {"memory_limit": os.environ.get("ZERODOC_DBT_MEMORY_LIMIT", "3GB"), "preserve_insertion_order": False}
+    config = {"memory_limit": duckdb_memory_limit(), "preserve_insertion_order": False}
     with duckdb.connect(str(cfg.warehouse_path), read_only=True, config=config) as con:
         built = con.execute(f"select cast(as_of as varchar) from {MART_SCHEMA}.{BUILD_AS_OF}").fetchall()
         if len(built) != 1:
@@ -274,7 +278,7 @@ def content_digest(path: Path) -> str:
 
     from zerodoc.sql import sql_literal
 
-    with duckdb.connect(config={"memory_limit": os.environ.get("ZERODOC_DBT_MEMORY_LIMIT", "3GB")}) as con:
+    with duckdb.connect(config={"memory_limit": duckdb_memory_limit()}) as con:
         source = f"read_parquet({sql_literal(str(path))})"
         columns = con.execute(f"describe select * from {source}").fetchall()
         rows, total, mixed = con.execute(
